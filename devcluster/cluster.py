@@ -1,0 +1,156 @@
+"""Bringing a development cluster up and down: the operations behind the CLI and the test fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes.client import ApiClient
+from kubernetes.config import new_client_from_config
+
+from devcluster import binaries, processes
+from devcluster.config import ClusterConfig
+from devcluster.supervisor import read_status
+
+UP_TIMEOUT = 240.0
+DOWN_TIMEOUT = 120.0
+
+
+class ClusterError(RuntimeError):
+    """A cluster operation failed; the message says why and where the logs are."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running development cluster (or one described by its state directory)."""
+
+    config: ClusterConfig
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_dir
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.config.admin_kubeconfig
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl as the cluster admin."""
+        cmd = [str(binaries.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+    def api_client(self) -> ApiClient:
+        """A Kubernetes Python client authenticated as the cluster admin."""
+        client: ApiClient = new_client_from_config(str(self.kubeconfig))  # type: ignore[no-untyped-call]
+        return client
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return self.config.nodes
+
+    def restart_component(self, name: str) -> None:
+        """Ask the supervisor to restart one component (e.g. ``kube-apiserver``) in place."""
+        sup = _supervisor_record(self.state_dir)
+        if sup is None or not sup.alive():
+            raise ClusterError(f"no running devcluster in {self.state_dir}")
+        control = self.state_dir / "control"
+        control.mkdir(exist_ok=True)
+        (control / f"restart-{name.replace('/', '-')}").write_text(name)
+        os.kill(sup.pid, signal.SIGUSR1)
+
+    def processes(self) -> list[processes.ProcessRecord]:
+        return processes.load_records(self.state_dir / "processes.json")
+
+
+def _supervisor_record(state_dir: Path) -> processes.ProcessRecord | None:
+    path = state_dir / "supervisor.json"
+    try:
+        return processes.ProcessRecord.from_json(json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def _log_tail(state_dir: Path, lines: int = 25) -> str:
+    text = []
+    for log in sorted((state_dir / "logs").glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        text.append(f"==> {log} <==\n" + "\n".join(tail))
+    return "\n".join(text)
+
+
+def up(config: ClusterConfig, timeout: float = UP_TIMEOUT) -> Cluster:
+    """Start the cluster's supervisor and wait until every component is ready."""
+    binaries.ensure_binaries()
+    state_dir = config.state_dir
+    existing = _supervisor_record(state_dir)
+    if existing is not None and existing.alive():
+        raise ClusterError(
+            f"a devcluster already runs in {state_dir} (supervisor pid {existing.pid}); `devcluster down` first"
+        )
+    sweep(state_dir)
+    config.save()
+    (state_dir / "logs").mkdir(exist_ok=True)
+    (state_dir / "status.json").unlink(missing_ok=True)
+    proc = processes.spawn(
+        "supervisor",
+        [sys.executable, "-m", "devcluster", "supervise", f"--state-dir={state_dir}"],
+        state_dir / "logs" / "supervisor.log",
+    )
+    record = processes.record("supervisor", proc)
+    (state_dir / "supervisor.json").write_text(json.dumps(record.to_json()) + "\n")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_status(state_dir)
+        if status["state"] == "ready":
+            return Cluster(config)
+        if status["state"] == "failed" or proc.poll() is not None:
+            proc.wait()
+            sweep(state_dir)
+            raise ClusterError(f"devcluster failed to start: {status.get('message')}\n{_log_tail(state_dir)}")
+        time.sleep(0.1)
+    down(state_dir)
+    raise ClusterError(f"devcluster not ready within {timeout:.0f} s\n{_log_tail(state_dir)}")
+
+
+def down(state_dir: Path, timeout: float = DOWN_TIMEOUT) -> None:
+    """Stop exactly what ``up`` started: the supervisor, then any child it left behind."""
+    sup = _supervisor_record(state_dir)
+    if sup is not None and sup.alive():
+        sup.stop(timeout)
+    sweep(state_dir)
+    (state_dir / "supervisor.json").unlink(missing_ok=True)
+
+
+def sweep(state_dir: Path) -> None:
+    """Kill any recorded process group still alive (after a crash of the supervisor, say)."""
+    for record in processes.load_records(state_dir / "processes.json"):
+        if record.group_alive():
+            record.stop(5.0)
+    for extra in sorted(state_dir.glob("nodes/*/processes.json")):
+        for record in processes.load_records(extra):
+            if record.group_alive():
+                record.stop(5.0)
+
+
+def status(state_dir: Path) -> dict[str, object]:
+    sup = _supervisor_record(state_dir)
+    info = read_status(state_dir)
+    running = sup is not None and sup.alive()
+    if not running and info["state"] in ("ready", "starting"):
+        info = {"state": "stopped", "message": "the supervisor is not running"}
+    return {
+        **info,
+        "supervisor": sup.pid if running and sup else None,
+        "processes": {r.name: r.pid for r in processes.load_records(state_dir / "processes.json") if r.alive()},
+    }

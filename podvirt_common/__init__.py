@@ -1,0 +1,1 @@
+"""podvirt_common."""

@@ -1,0 +1,43 @@
+"""Shared fixtures: one real development cluster per test session, stopped even when tests fail."""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devcluster.cluster import Cluster, down, up
+from devcluster.config import ClusterConfig, Ports
+
+
+def make_test_cluster_config(base: Path, nodes: int = 2) -> ClusterConfig:
+    """A cluster that cannot collide with another one: random ports, its own bridge and pod CIDR."""
+    return ClusterConfig(
+        state_dir=base,
+        ports=Ports.random(),
+        nodes=tuple(f"node-{i + 1}" for i in range(nodes)),
+        pod_cidr=f"10.{random.randint(100, 239)}.0.0/16",
+        bridge=f"pvt{secrets.token_hex(4)}",
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A real devcluster (etcd, kube-apiserver, controller-manager, scheduler, two stand-in nodes)."""
+    base = Path(tempfile.mkdtemp(prefix="podvirt-test-cluster-", dir=os.environ.get("PODVIRT_TEST_TMP", "/var/tmp")))
+    base.chmod(0o755)
+    cfg = make_test_cluster_config(base)
+    try:
+        running = up(cfg)
+    except BaseException:
+        down(base)
+        raise
+    try:
+        yield running
+    finally:
+        down(base)
