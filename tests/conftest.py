@@ -31,7 +31,8 @@ def cluster() -> Iterator[Cluster]:
     """A real devcluster (etcd, kube-apiserver, controller-manager, scheduler, two stand-in nodes)."""
     base = Path(tempfile.mkdtemp(prefix="podvirt-test-cluster-", dir=os.environ.get("PODVIRT_TEST_TMP", "/var/tmp")))
     base.chmod(0o755)
-    cfg = make_test_cluster_config(base)
+    # PODVIRT_TEST_NODES=0 runs the control plane alone (developing devcluster itself).
+    cfg = make_test_cluster_config(base, int(os.environ.get("PODVIRT_TEST_NODES", "2")))
     try:
         running = up(cfg)
     except BaseException:
