@@ -1,0 +1,1 @@
+"""podvirt's benchmarks: commands that measure and print figures, and write them to ``results/``."""
