@@ -27,14 +27,28 @@ if ! command -v go >/dev/null; then
   apt-get install -y -qq --no-install-recommends golang-go >/dev/null
 fi
 
+# Pods of the stand-in node run podvirt as non-root users (the launcher as UID 107). When this checkout
+# is not readable by them (a clone under /root, say), install a copy instead of an editable link.
+PACKAGES=(kubevirt_types podvirt_common devcluster virt_controller virt_handler virt_launcher virt_api virtctl virt_operator)
+if runuser -u nobody -- test -r "$(pwd)/pyproject.toml" 2>/dev/null; then
+  mode=editable
+  want="editable $(sha256sum pyproject.toml | cut -c1-16) $(pwd)"
+else
+  mode=copy
+  want="copy $(find pyproject.toml "${PACKAGES[@]}" -type f \( -name '*.py' -o -name '*.toml' -o -name '*.go' -o -name '*.typed' \) -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+fi
 stamp="$VENV/.podvirt-stamp"
-want="$(sha256sum pyproject.toml | cut -c1-16) $(pwd)"
 if [[ ! -x "$VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-  echo "setup: preparing the virtualenv $VENV"
+  echo "setup: preparing the virtualenv $VENV ($mode install of podvirt)"
   mkdir -p "$(dirname "$VENV")"
   [[ -x "$VENV/bin/python" ]] || /usr/bin/python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e ".[dev]"
+  if [[ $mode == editable ]]; then
+    "$VENV/bin/pip" install -q -e ".[dev]"
+  else
+    "$VENV/bin/pip" install -q ".[dev]"
+    rm -rf build
+  fi
   echo "$want" >"$stamp"
 fi
 chmod -R a+rX "$(dirname "$VENV")"
