@@ -46,7 +46,7 @@ class LunTarget(KubeModel):
 
 
 class Disk(KubeModel):
-    """How a volume appears to the guest. ``name`` matches a volume."""
+    """How a volume appears to the guest; its name is the name of the volume."""
 
     rules = (OneOf(("disk", "cdrom", "lun")),)
 
@@ -92,7 +92,7 @@ class Port(KubeModel):
 
 
 class Interface(KubeModel):
-    """A network card of the guest. ``name`` matches a network."""
+    """A network card of the guest; its name is the name of the network it connects to."""
 
     rules = (OneOf(("masquerade", "bridge")),)
 

@@ -26,7 +26,7 @@ class VirtualMachineInstancePhase(StrEnum):
 
 
 class VirtualMachinePrintableStatus(StrEnum):
-    """The one-word state of a VirtualMachine shown by ``kubectl get vm``."""
+    """The one-word state of a VirtualMachine shown by kubectl get vm."""
 
     STOPPED = "Stopped"
     PROVISIONING = "Provisioning"
@@ -142,7 +142,7 @@ class EvictionStrategy(StrEnum):
 
 
 class StartStrategy(StrEnum):
-    """How a VMI starts; ``Paused`` starts QEMU with the vCPUs stopped."""
+    """How a VMI starts; Paused starts QEMU with the vCPUs stopped."""
 
     PAUSED = "Paused"
 
