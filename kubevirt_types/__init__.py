@@ -1,10 +1,17 @@
 """Typed models of KubeVirt's API, kubevirt.io/v1: the one definition every podvirt component shares.
 
-Parse with ``VirtualMachineInstance.model_validate(obj)`` (camelCase keys from the apiserver), read with
-Python names (``vmi.spec.domain.devices.disks``), write back with :func:`to_wire`.
+Parse what the apiserver returns with ``VirtualMachineInstance.model_validate(obj)`` (camelCase keys),
+read it with Python names (``vmi.spec.domain.devices.disks``), and write it back with :func:`to_wire`.
+Unknown fields are errors, exactly as the generated CRDs make them errors for ``kubectl apply``.
 """
 
-from ._base import Exclusive, KubeModel, OneOf, to_wire
+from ._base import (
+    Exclusive,
+    KubeModel,
+    OneOf,
+    Rule,
+    to_wire,
+)
 from .core import (
     Affinity,
     ExecAction,
@@ -42,6 +49,8 @@ from .datavolume import (
     VolumeResourceRequirements,
 )
 from .devices import (
+    MAX_DISKS,
+    MAX_INTERFACES,
     CDRomTarget,
     Devices,
     Disk,
@@ -101,6 +110,7 @@ from .enums import (
     MigrationConditionType,
     MigrationPhase,
     NodeSelectorOperator,
+    PatchType,
     PortProtocol,
     PullPolicy,
     ReplicaSetConditionType,
@@ -118,9 +128,15 @@ from .enums import (
     VirtualMachineInstancePhase,
     VirtualMachinePrintableStatus,
     WatchdogAction,
+    WorkloadUpdateMethod,
 )
 from .kubevirt import (
+    CertConfig,
+    CertificateRotateStrategy,
     ComponentConfig,
+    CustomizeComponents,
+    CustomizeComponentsFlags,
+    CustomizeComponentsPatch,
     DeveloperConfiguration,
     KubeVirt,
     KubeVirtCondition,
@@ -128,10 +144,13 @@ from .kubevirt import (
     KubeVirtSpec,
     KubeVirtStatus,
     LogVerbosity,
+    SelfSignedCertificates,
+    WorkloadUpdateStrategy,
 )
 from .meta import (
     ConditionBase,
     IntOrString,
+    LabelMap,
     LabelSelector,
     LabelSelectorRequirement,
     ObjectMeta,
@@ -146,7 +165,11 @@ from .migration import (
     VirtualMachineInstanceMigrationSpec,
     VirtualMachineInstanceMigrationStatus,
 )
-from .quantity import QUANTITY_PATTERN, Quantity, QuantityError
+from .quantity import (
+    QUANTITY_PATTERN,
+    Quantity,
+    QuantityError,
+)
 from .replicaset import (
     VirtualMachineInstanceReplicaSet,
     VirtualMachineInstanceReplicaSetCondition,
@@ -180,6 +203,8 @@ from .vmi import (
     VolumeStatus,
 )
 from .volumes import (
+    MAX_NETWORKS,
+    MAX_VOLUMES,
     CloudInitSource,
     ConfigMapSource,
     ContainerDiskSource,
@@ -201,6 +226,10 @@ __all__ = [
     "BIOS",
     "CPU",
     "EFI",
+    "MAX_DISKS",
+    "MAX_INTERFACES",
+    "MAX_NETWORKS",
+    "MAX_VOLUMES",
     "QUANTITY_PATTERN",
     "RUNNING_AND_RUN_STRATEGY",
     "Affinity",
@@ -208,6 +237,8 @@ __all__ = [
     "CDRomTarget",
     "CPUFeature",
     "CPUTopology",
+    "CertConfig",
+    "CertificateRotateStrategy",
     "Clock",
     "ClockOffsetUTC",
     "CloudInitSource",
@@ -216,6 +247,9 @@ __all__ = [
     "ConditionStatus",
     "ConfigMapSource",
     "ContainerDiskSource",
+    "CustomizeComponents",
+    "CustomizeComponentsFlags",
+    "CustomizeComponentsPatch",
     "DNSPolicy",
     "DataVolumeBlankImage",
     "DataVolumeImportSource",
@@ -274,6 +308,7 @@ __all__ = [
     "KubeVirtPhase",
     "KubeVirtSpec",
     "KubeVirtStatus",
+    "LabelMap",
     "LabelSelector",
     "LabelSelectorOperator",
     "LabelSelectorRequirement",
@@ -298,6 +333,7 @@ __all__ = [
     "ObjectMeta",
     "OneOf",
     "OwnerReference",
+    "PatchType",
     "PersistentVolumeClaimSource",
     "PhaseTransitionTimestamp",
     "PodAffinity",
@@ -318,8 +354,10 @@ __all__ = [
     "ReplicaSetConditionType",
     "ResourceRequirements",
     "Rng",
+    "Rule",
     "RunStrategy",
     "SecretSource",
+    "SelfSignedCertificates",
     "ServiceAccountSource",
     "StartStrategy",
     "StateChangeAction",
@@ -368,5 +406,7 @@ __all__ = [
     "Watchdog",
     "WatchdogAction",
     "WeightedPodAffinityTerm",
+    "WorkloadUpdateMethod",
+    "WorkloadUpdateStrategy",
     "to_wire",
 ]

@@ -143,7 +143,7 @@ class Watchdog(KubeModel):
 
     name: str
     """Device name."""
-    i6300esb: I6300ESBWatchdog | None = None
+    i6300esb: I6300ESBWatchdog | None = Field(default=None, alias="i6300esb")
     """Intel 6300ESB watchdog."""
 
 

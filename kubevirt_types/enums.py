@@ -296,3 +296,18 @@ class UninstallStrategy(StrEnum):
 
     REMOVE_WORKLOADS = "RemoveWorkloads"
     BLOCK_UNINSTALL_IF_WORKLOADS_EXIST = "BlockUninstallIfWorkloadsExist"
+
+
+class WorkloadUpdateMethod(StrEnum):
+    """How a running VMI is moved onto an updated launcher."""
+
+    LIVE_MIGRATE = "LiveMigrate"
+    EVICT = "Evict"
+
+
+class PatchType(StrEnum):
+    """The format of a component patch."""
+
+    JSON = "json"
+    MERGE = "merge"
+    STRATEGIC = "strategic"

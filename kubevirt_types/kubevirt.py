@@ -8,9 +8,20 @@ from pydantic import Field
 
 from ._base import KubeModel
 from .core import NodePlacement
-from .enums import EvictionStrategy, KubeVirtConditionType, KubeVirtPhase, PullPolicy, UninstallStrategy
+from .enums import (
+    EvictionStrategy,
+    KubeVirtConditionType,
+    KubeVirtPhase,
+    PatchType,
+    PullPolicy,
+    UninstallStrategy,
+    WorkloadUpdateMethod,
+)
 from .meta import ConditionBase, ObjectMeta
 from .vmi import API_VERSION
+
+# A Go time.Duration as metav1.Duration writes it, e.g. 1h30m0s or 500ms.
+_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
 
 
 class LogVerbosity(KubeModel):
@@ -50,6 +61,75 @@ class KubeVirtConfiguration(KubeModel):
     """Default eviction strategy of VMIs that set none."""
 
 
+class CertConfig(KubeModel):
+    """Lifetime of a certificate."""
+
+    duration: str | None = Field(default=None, pattern=_DURATION)
+    """How long a certificate is valid, as a Go duration, e.g. 168h."""
+    renew_before: str | None = Field(default=None, pattern=_DURATION)
+    """How long before expiry it is renewed, e.g. 48h."""
+
+
+class SelfSignedCertificates(KubeModel):
+    """Certificates signed by podvirt's own CA."""
+
+    ca: CertConfig | None = None
+    """The CA certificate."""
+    server: CertConfig | None = None
+    """The serving certificates."""
+
+
+class CertificateRotateStrategy(KubeModel):
+    """How podvirt's internal certificates are issued and rotated."""
+
+    self_signed: SelfSignedCertificates | None = None
+    """Self-signed CA and certificates (the default)."""
+
+
+class WorkloadUpdateStrategy(KubeModel):
+    """What happens to running VMIs when podvirt is updated."""
+
+    workload_update_methods: list[WorkloadUpdateMethod] | None = None
+    """Ways to move VMIs onto the new launcher, in order of preference; none leaves them as they are."""
+    batch_eviction_size: int | None = Field(default=None, ge=1)
+    """VMIs evicted per batch."""
+    batch_eviction_interval: str | None = Field(default=None, pattern=_DURATION)
+    """Pause between batches, as a Go duration, e.g. 1m0s."""
+
+
+class CustomizeComponentsPatch(KubeModel):
+    """A patch applied to one installed resource."""
+
+    resource_name: str = Field(min_length=1)
+    """Name of the resource, e.g. virt-controller."""
+    resource_type: str = Field(min_length=1)
+    """Kind of the resource, e.g. Deployment."""
+    patch: str
+    """The patch document."""
+    type: PatchType
+    """json, merge or strategic."""
+
+
+class CustomizeComponentsFlags(KubeModel):
+    """Extra command-line flags of the components."""
+
+    api: dict[str, str] | None = None
+    """Flags of virt-api."""
+    controller: dict[str, str] | None = None
+    """Flags of virt-controller."""
+    handler: dict[str, str] | None = None
+    """Flags of virt-handler."""
+
+
+class CustomizeComponents(KubeModel):
+    """Changes to the installed resources beyond what the configuration offers."""
+
+    patches: list[CustomizeComponentsPatch] | None = None
+    """Patches to installed resources."""
+    flags: CustomizeComponentsFlags | None = None
+    """Extra flags of the components."""
+
+
 class ComponentConfig(KubeModel):
     """Placement of a group of podvirt components."""
 
@@ -72,6 +152,12 @@ class KubeVirtSpec(KubeModel):
     """Pull policy of the component images."""
     uninstall_strategy: UninstallStrategy | None = None
     """Whether deleting this resource removes running VMs or is refused while any exist."""
+    certificate_rotate_strategy: CertificateRotateStrategy | None = None
+    """How internal certificates are rotated."""
+    workload_update_strategy: WorkloadUpdateStrategy | None = None
+    """What happens to running VMIs on update."""
+    customize_components: CustomizeComponents | None = None
+    """Patches and flags for the installed components."""
     infra: ComponentConfig | None = None
     """Placement of the control plane (virt-api, virt-controller)."""
     workloads: ComponentConfig | None = None

@@ -98,6 +98,8 @@ class TemplateMeta(KubeModel):
     """Annotations of the created object."""
     finalizers: list[str] | None = None
     """Finalizers of the created object."""
+    creation_timestamp: Timestamp | None = None
+    """Ignored; accepted because generated KubeVirt YAML carries creationTimestamp: null here."""
 
 
 class LabelSelectorRequirement(KubeModel):

@@ -89,7 +89,7 @@ class Kind:
         properties = schema["properties"]
         properties["apiVersion"] = {"description": "Versioned schema of this object: kubevirt.io/v1.", "type": "string"}
         properties["kind"] = {"description": f"Kind of this object: {self.kind}.", "type": "string"}
-        properties["metadata"] = {"description": properties["metadata"]["description"], "type": "object"}
+        properties["metadata"] = {"type": "object"}  # the apiserver allows nothing more here
         return schema
 
 
