@@ -6,7 +6,7 @@ export PATH := $(VENV)/bin:$(PATH)
 .PHONY: setup test lint demo down bench crds
 
 setup:
-	@scripts/setup.sh
+	@PODVIRT_VENV=$(VENV) scripts/setup.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .
