@@ -7,7 +7,7 @@ is the JSON merge patch for ``status`` (or None when nothing changes). Rules:
 - The domain shut off because the guest powered off → Succeeded; crashed, failed, or destroyed
   without a shutdown → Failed, with the reason.
 - A launcher the handler cannot reach changes nothing but a ``Ready=False`` condition with
-  reason ``LauncherUnreachable`` after :data:`UNREACHABLE_GRACE` seconds; a running guest is never
+  reason ``LauncherUnreachableError`` after :data:`UNREACHABLE_GRACE` seconds; a running guest is never
   declared Failed because the handler lost its connection.
 - Phases only move forward (Scheduled → Running → Succeeded/Failed); Succeeded and Failed are final.
 """
@@ -108,7 +108,7 @@ def status_patch(vmi: dict[str, Any], obs: Observation) -> dict[str, Any] | None
     if not obs.reachable:
         if obs.unreachable_for >= UNREACHABLE_GRACE:
             msg = f"virt-handler has not reached the launcher for {obs.unreachable_for:.0f} s"
-            new = _set_condition(conditions, "Ready", "False", "LauncherUnreachable", msg, obs.now)
+            new = _set_condition(conditions, "Ready", "False", "LauncherUnreachableError", msg, obs.now)
             if new is not conditions:
                 patch["conditions"] = new
         return patch or None

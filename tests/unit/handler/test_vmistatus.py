@@ -89,7 +89,7 @@ def test_unreachable_launcher_never_fails_the_vmi() -> None:
     patch = status_patch(running, long)
     assert patch is not None and "phase" not in patch
     ready = next(c for c in patch["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "LauncherUnreachable")
+    assert (ready["status"], ready["reason"]) == ("False", "LauncherUnreachableError")
 
 
 def test_launcher_version_is_recorded_once() -> None:
