@@ -1,0 +1,256 @@
+"""Driving one VMI on this node through its launcher, level-based: look at the VMI, its pod and its
+domain as they are now, and do the next thing — prepare the pod network, hand over the spec, ask
+for a shutdown, or write status. Called for a VMI whenever anything about it changes, and on a
+periodic resync; every step is safe to repeat, so a handler restart is just another call.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES, ConflictError, Kube, NotFoundError
+from virt_handler import podnetwork
+from virt_handler.dhcp import DHCPServer, Lease
+from virt_handler.launcher_client import (
+    COMMAND_SOCKET,
+    LauncherClient,
+    LauncherError,
+    LauncherTarget,
+    LauncherUnreachableError,
+)
+from virt_handler.vmistatus import FINAL_PHASES, Observation, status_patch
+
+log = logging.getLogger("virt_handler.vmisync")
+Obj = dict[str, Any]
+
+SOCKETS_VOLUME = "sockets"
+LAUNCHER_CONTAINER = "compute"
+EMPTY_DIR = "kubernetes.io~empty-dir"
+DEFAULT_GRACE = 30
+
+
+def rfc3339(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class VMIMemory:
+    """What the handler remembers about a VMI between calls (lost on restart, by design)."""
+
+    pod_uid: str = ""
+    unreachable_since: float | None = None
+    network_ready: bool = False
+    shutdown_requested: bool = False
+    event_watcher: threading.Thread | None = None
+    stop_watching: threading.Event = field(default_factory=threading.Event)
+
+
+def launcher_pod(vmi: Obj, pods: list[Obj], node: str) -> Obj | None:
+    """The VMI's launcher pod on this node, as the API says (never as a launcher says)."""
+    uid = (vmi.get("metadata") or {}).get("uid")
+    active = ((vmi.get("status") or {}).get("activePods")) or {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if (pod.get("spec") or {}).get("nodeName") != node:
+            continue
+        owned = any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or [])
+        if owned and (not active or meta.get("uid") in active):
+            return pod
+    return None
+
+
+def launcher_user(pod: Obj) -> int | None:
+    spec = pod.get("spec") or {}
+    for container in spec.get("containers") or []:
+        if container.get("name") == LAUNCHER_CONTAINER:
+            user = (container.get("securityContext") or {}).get("runAsUser")
+            if isinstance(user, int):
+                return user
+    user = (spec.get("securityContext") or {}).get("runAsUser")
+    return user if isinstance(user, int) else None
+
+
+def masquerade_plan(vmi: Obj, owner: int) -> podnetwork.MasqueradePlan | None:
+    """The masquerade plan for the VMI's pod-network interface, or None when it has none."""
+    spec = vmi.get("spec") or {}
+    pod_networks = {n.get("name") for n in spec.get("networks") or [] if "pod" in n}
+    for iface in ((spec.get("domain") or {}).get("devices") or {}).get("interfaces") or []:
+        if iface.get("name") in pod_networks and "masquerade" in iface:
+            ports = tuple(
+                podnetwork.Port(int(p["port"]), str(p.get("protocol", "TCP")).upper()) for p in iface.get("ports") or []
+            )
+            return podnetwork.MasqueradePlan(tap_owner=owner, ports=ports, guest_mac=iface.get("macAddress"))
+    return None
+
+
+def peer_pid(target: LauncherTarget) -> int:
+    """The launcher's pid as the kernel reports it for its command socket (SO_PEERCRED)."""
+    sock = LauncherClient(target)._connect(COMMAND_SOCKET)
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    finally:
+        sock.close()
+    pid, _, _ = struct.unpack("3i", creds)
+    return int(pid)
+
+
+class VMISync:
+    def __init__(
+        self,
+        kube: Kube,
+        node: str,
+        kubelet_root: Path,
+        dhcp: DHCPServer,
+        enqueue: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.node = node
+        self.kubelet_root = kubelet_root
+        self.dhcp = dhcp
+        self.enqueue = enqueue
+        self.clock = clock
+        self.memory: dict[str, VMIMemory] = {}
+
+    def target(self, vmi: Obj, pod: Obj) -> LauncherTarget:
+        meta, pod_meta = vmi["metadata"], pod["metadata"]
+        return LauncherTarget(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            vmi_uid=meta["uid"],
+            pod_uid=pod_meta["uid"],
+            sockets_root=self.kubelet_root / "pods" / pod_meta["uid"] / "volumes" / EMPTY_DIR,
+            sockets_volume=SOCKETS_VOLUME,
+            owner_uid=launcher_user(pod),
+        )
+
+    def forget(self, key: str) -> None:
+        mem = self.memory.pop(key, None)
+        if mem is not None:
+            mem.stop_watching.set()
+        self.dhcp.forget(key)
+
+    def sync(self, key: str, vmi: Obj | None, pods: list[Obj]) -> float | None:
+        """Bring one VMI forward; returns seconds until it should be looked at again (None: no need)."""
+        if vmi is None:
+            self.forget(key)
+            return None
+        status = vmi.get("status") or {}
+        if status.get("phase") in FINAL_PHASES and not (vmi["metadata"].get("deletionTimestamp")):
+            self.forget(key)
+            return None
+        pod = launcher_pod(vmi, pods, self.node)
+        if pod is None or (pod.get("status") or {}).get("phase") != "Running":
+            return None
+        mem = self.memory.setdefault(key, VMIMemory())
+        if mem.pod_uid != pod["metadata"]["uid"]:
+            self.forget(key)
+            mem = self.memory.setdefault(key, VMIMemory(pod_uid=pod["metadata"]["uid"]))
+        target = self.target(vmi, pod)
+        client = LauncherClient(target)
+        now = self.clock()
+        try:
+            self._watch_events(key, client, mem)
+            if vmi["metadata"].get("deletionTimestamp") or pod["metadata"].get("deletionTimestamp"):
+                info = self._shut_down(vmi, client, mem)
+            else:
+                info = client.domain()
+                if info.phase == "WaitingForSpec" or (info.domain is not None and not mem.network_ready):
+                    self._prepare_network(key, vmi, target, mem)
+                if info.phase == "WaitingForSpec":
+                    log.info("%s: handing the spec to the launcher", key)
+                    info = client.sync(vmi)
+            mem.unreachable_since = None
+            obs = Observation(now=rfc3339(now), domain=info.domain, launcher_version=None)
+        except LauncherUnreachableError as exc:
+            mem.unreachable_since = mem.unreachable_since or now
+            log.warning("%s: launcher unreachable for %.0f s: %s", key, now - mem.unreachable_since, exc)
+            obs = Observation(rfc3339(now), None, reachable=False, unreachable_for=now - mem.unreachable_since)
+            self._write_status(vmi, obs)
+            return min(30.0, 1.0 + (now - mem.unreachable_since) / 2)
+        except LauncherError as exc:
+            log.error("%s: the launcher refused: %s", key, exc)
+            return 10.0
+        self._write_status(vmi, obs)
+        return 5.0
+
+    def _shut_down(self, vmi: Obj, client: LauncherClient, mem: VMIMemory) -> Any:
+        if not mem.shutdown_requested:
+            grace = (vmi.get("spec") or {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE)
+            log.info(
+                "%s/%s: shutting the guest down (grace %s s)",
+                vmi["metadata"]["namespace"],
+                vmi["metadata"]["name"],
+                grace,
+            )
+            mem.shutdown_requested = True
+            return client.shutdown(int(grace))
+        return client.domain()
+
+    def _prepare_network(self, key: str, vmi: Obj, target: LauncherTarget, mem: VMIMemory) -> None:
+        plan = masquerade_plan(vmi, target.owner_uid if target.owner_uid is not None else 107)
+        if plan is None:
+            mem.network_ready = True
+            return
+        with podnetwork.PinnedNetns(peer_pid(target)) as netns:
+            if netns.is_host_namespace():
+                log.warning("%s: the launcher shares the node's network; leaving the network to the launcher", key)
+                mem.network_ready = True
+                return
+            podnetwork.apply(netns.fd, plan)
+            spec = vmi.get("spec") or {}
+            lease = Lease(
+                address=plan.guest,
+                gateway=plan.gateway,
+                mtu=plan.mtu,
+                hostname=spec.get("hostname") or vmi["metadata"]["name"],
+                mac=plan.guest_mac.lower() if plan.guest_mac else None,
+            )
+            self.dhcp.serve(key, netns.fd, plan.bridge, lease)
+        mem.network_ready = True
+
+    def _watch_events(self, key: str, client: LauncherClient, mem: VMIMemory) -> None:
+        if mem.event_watcher is not None and mem.event_watcher.is_alive():
+            return
+
+        def follow() -> None:
+            since = 0
+            while not mem.stop_watching.is_set():
+                try:
+                    events, since = client.events(since, wait=25)
+                except LauncherError:
+                    mem.stop_watching.wait(2)
+                    continue
+                if events:
+                    self.enqueue(key)
+
+        mem.event_watcher = threading.Thread(target=follow, name=f"events-{key}", daemon=True)
+        mem.event_watcher.start()
+
+    def _write_status(self, vmi: Obj, obs: Observation) -> None:
+        patch = status_patch(vmi, obs)
+        if not patch:
+            return
+        meta = vmi["metadata"]
+        try:
+            self.kube.merge_patch(
+                VIRTUAL_MACHINE_INSTANCES,
+                meta["name"],
+                {"status": patch},
+                namespace=meta["namespace"],
+                subresource="status",
+                resource_version=meta.get("resourceVersion"),
+            )
+        except ConflictError:
+            self.enqueue(f"{meta['namespace']}/{meta['name']}")
+        except NotFoundError:
+            pass
