@@ -35,9 +35,9 @@ class VirtualMachineInstanceReplicaSetCondition(ConditionBase):
 class VirtualMachineInstanceReplicaSetStatus(KubeModel):
     """How many VMIs exist and are ready."""
 
-    replicas: int | None = None
+    replicas: int | None = Field(default=None, ge=0)
     """VMIs owned that are neither final nor being deleted."""
-    ready_replicas: int | None = None
+    ready_replicas: int | None = Field(default=None, ge=0)
     """VMIs owned that are ready."""
     label_selector: str | None = None
     """The selector as a string, for the scale subresource (and HorizontalPodAutoscaler)."""

@@ -54,7 +54,7 @@ class VirtualMachineStateChangeRequest(KubeModel):
 class VirtualMachineStartFailure(KubeModel):
     """Back-off state after VMIs of this VM failed to start."""
 
-    consecutive_fail_count: int | None = None
+    consecutive_fail_count: int | None = Field(default=None, ge=0)
     """How many starts failed in a row."""
     last_failed_vmi_uid: str | None = Field(default=None, alias="lastFailedVMIUID")
     """UID of the VMI that failed last."""

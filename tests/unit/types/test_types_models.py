@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 
 
 def _vm(**spec: Any) -> dict[str, Any]:
-    template = {"spec": {"domain": {"devices": {}}}}
+    template: dict[str, Any] = {"spec": {"domain": {"devices": {}}}}
     return {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachine",
