@@ -1,0 +1,5 @@
+"""``python -m virtctl``: the same as the ``virtctl`` command."""
+
+from virtctl.cli import main
+
+main()
