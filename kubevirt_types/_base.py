@@ -69,7 +69,8 @@ class KubeModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_attribute_docstrings=True,
-        validate_assignment=False,
+        # Validators are built on first use: a process that only reads VMIs never pays for the other kinds.
+        defer_build=True,
     )
 
     rules: ClassVar[tuple[Rule, ...]] = ()
