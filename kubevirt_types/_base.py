@@ -7,10 +7,11 @@ object and, as a CEL ``x-kubernetes-validations`` entry in the generated CRD, by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, GetJsonSchemaHandler, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -90,6 +91,26 @@ class KubeModel(BaseModel):
             target = handler.resolve_ref_schema(schema)
             target.setdefault("x-kubernetes-validations", []).extend(rule.cel(cls) for rule in cls.rules)
         return schema
+
+
+_Named = TypeVar("_Named")
+
+
+def _unique_names(items: list[_Named]) -> list[_Named]:
+    seen: set[str] = set()
+    for item in items:
+        name: str = getattr(item, "name")  # noqa: B009 - every list this guards has items with a name
+        if name in seen:
+            raise ValueError(f"duplicate name {name!r}: names in this list must be unique")
+        seen.add(name)
+    return items
+
+
+UNIQUE_NAMES = AfterValidator(_unique_names)
+"""Validator for lists of named items (disks, volumes, ...): a name may appear once."""
+
+LIST_MAP_BY_NAME: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+"""The same rule for the apiserver: the list is a map keyed by name (server-side apply merges by name too)."""
 
 
 def to_wire(obj: BaseModel) -> dict[str, Any]:

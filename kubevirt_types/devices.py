@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
-from ._base import KubeModel, OneOf
+from ._base import LIST_MAP_BY_NAME, UNIQUE_NAMES, KubeModel, OneOf
 from .enums import DiskBus, DriverCache, DriverIO, InputBus, InputType, InterfaceModel, PortProtocol, WatchdogAction
 
 #: Upper bounds on list lengths; they also bound the apiserver's cost estimate of per-item CEL rules.
@@ -150,9 +152,13 @@ class Watchdog(KubeModel):
 class Devices(KubeModel):
     """The guest's devices."""
 
-    disks: list[Disk] | None = Field(default=None, max_length=MAX_DISKS)
+    disks: Annotated[list[Disk], UNIQUE_NAMES] | None = Field(
+        default=None, max_length=MAX_DISKS, json_schema_extra=LIST_MAP_BY_NAME
+    )
     """Disks, CD-ROMs and LUNs, each showing one volume."""
-    interfaces: list[Interface] | None = Field(default=None, max_length=MAX_INTERFACES)
+    interfaces: Annotated[list[Interface], UNIQUE_NAMES] | None = Field(
+        default=None, max_length=MAX_INTERFACES, json_schema_extra=LIST_MAP_BY_NAME
+    )
     """Network cards, each attached to one network."""
     autoattach_pod_interface: bool | None = None
     """Add a default interface on the pod network when none is listed (default true)."""
@@ -164,7 +170,9 @@ class Devices(KubeModel):
     """Attach a memory balloon device (default true)."""
     rng: Rng | None = None
     """Attach a random number generator."""
-    inputs: list[Input] | None = Field(default=None, max_length=16)
+    inputs: Annotated[list[Input], UNIQUE_NAMES] | None = Field(
+        default=None, max_length=16, json_schema_extra=LIST_MAP_BY_NAME
+    )
     """Input devices."""
     watchdog: Watchdog | None = None
     """A watchdog."""

@@ -17,7 +17,7 @@ import annotated_types
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from ._base import Exclusive, KubeModel, OneOf
+from ._base import UNIQUE_NAMES, Exclusive, KubeModel, OneOf
 from .quantity import Quantity
 
 M = TypeVar("M", bound=BaseModel)
@@ -92,6 +92,8 @@ def _for_type(annotation: Any, metadata: list[Any], depth: int) -> st.SearchStra
     bounds = _bounds(metadata)
     if origin is list:
         size = min(bounds.get("max_length", MAX_COLLECTION), MAX_COLLECTION)
+        if UNIQUE_NAMES in metadata:
+            return st.lists(_for_type(args[0], [], depth), max_size=size, unique_by=lambda item: item.name)
         return st.lists(_for_type(args[0], [], depth), max_size=size)
     if origin is dict:
         return st.dictionaries(_NAME, _for_type(args[1], [], depth), max_size=MAX_COLLECTION)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
-from ._base import KubeModel, OneOf
+from ._base import LIST_MAP_BY_NAME, UNIQUE_NAMES, KubeModel, OneOf
 from .core import (
     Affinity,
     ExecAction,
@@ -65,9 +65,13 @@ class VirtualMachineInstanceSpec(KubeModel):
 
     domain: DomainSpec
     """The virtual hardware."""
-    volumes: list[Volume] | None = Field(default=None, max_length=MAX_VOLUMES)
+    volumes: Annotated[list[Volume], UNIQUE_NAMES] | None = Field(
+        default=None, max_length=MAX_VOLUMES, json_schema_extra=LIST_MAP_BY_NAME
+    )
     """Data sources for the disks."""
-    networks: list[Network] | None = Field(default=None, max_length=MAX_NETWORKS)
+    networks: Annotated[list[Network], UNIQUE_NAMES] | None = Field(
+        default=None, max_length=MAX_NETWORKS, json_schema_extra=LIST_MAP_BY_NAME
+    )
     """Networks for the interfaces."""
     node_selector: LabelMap | None = None
     """Node labels the VMI's pod requires."""

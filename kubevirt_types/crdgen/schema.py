@@ -30,6 +30,8 @@ _KEPT = frozenset(
         "required",
         "x-kubernetes-validations",
         "x-kubernetes-int-or-string",
+        "x-kubernetes-list-type",
+        "x-kubernetes-list-map-keys",
     }
 )
 _INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]

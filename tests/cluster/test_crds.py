@@ -160,6 +160,14 @@ def test_cel_rules_reject_with_their_message(
     assert message in result.stderr
 
 
+def test_duplicate_disk_names_are_rejected(cluster: Cluster, namespace: str) -> None:
+    vm = _vm("duplicate")
+    vm["spec"]["template"]["spec"]["domain"]["devices"]["disks"] = [{"name": "root"}, {"name": "root", "cdrom": {}}]
+    result = _apply(cluster, namespace, vm)
+    assert result.returncode != 0
+    assert "spec.template.spec.domain.devices.disks[1]: Duplicate value" in result.stderr
+
+
 def test_a_malformed_quantity_is_rejected(cluster: Cluster, namespace: str) -> None:
     vm = _vm("quantity")
     vm["spec"]["template"]["spec"]["domain"]["resources"] = {"requests": {"memory": "12GB"}}

@@ -138,6 +138,14 @@ def test_bounded_lists_keep_the_cel_cost_estimate_low() -> None:
         assert _at(schema, f"spec.template.spec.{path}")["maxItems"] > 0
 
 
+@pytest.mark.parametrize("path", ["volumes", "networks", "domain.devices.disks", "domain.devices.interfaces"])
+def test_named_lists_are_maps_keyed_by_name(path: str) -> None:
+    node = _at(_schema("VirtualMachineInstance"), f"spec.{path}")
+    assert node["x-kubernetes-list-type"] == "map"
+    assert node["x-kubernetes-list-map-keys"] == ["name"]
+    assert "name" in node["items"]["required"]
+
+
 def test_vmi_name_of_a_migration_is_immutable() -> None:
     vmi_name = _at(_schema("VirtualMachineInstanceMigration"), "spec.vmiName")
     assert vmi_name["x-kubernetes-validations"] == [{"rule": "self == oldSelf", "message": "spec.vmiName is immutable"}]

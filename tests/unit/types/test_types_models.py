@@ -84,6 +84,23 @@ def test_clock_is_utc_or_timezone() -> None:
         kt.Clock.model_validate({"utc": {}, "timezone": "Europe/Berlin"})
 
 
+@pytest.mark.parametrize("field", ["disks", "interfaces"])
+def test_device_names_are_unique(field: str) -> None:
+    item = {"name": "same", "masquerade": {}} if field == "interfaces" else {"name": "same"}
+    with pytest.raises(ValidationError, match="duplicate name 'same'") as caught:
+        kt.Devices.model_validate({field: [item, item]})
+    assert _error_locations(caught.value) == [field]
+
+
+def test_volume_and_network_names_are_unique() -> None:
+    volume = {"name": "v", "emptyDisk": {"capacity": "1Gi"}}
+    with pytest.raises(ValidationError, match="duplicate name 'v'"):
+        kt.VirtualMachineInstanceSpec.model_validate(_vmi_spec(volumes=[volume, volume]))
+    network = {"name": "n", "pod": {}}
+    with pytest.raises(ValidationError, match="duplicate name 'n'"):
+        kt.VirtualMachineInstanceSpec.model_validate(_vmi_spec(networks=[network, network]))
+
+
 def test_enums_refuse_unsupported_values() -> None:
     with pytest.raises(ValidationError) as caught:
         kt.Disk.model_validate({"name": "a", "disk": {"bus": "usb"}})
