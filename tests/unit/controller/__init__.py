@@ -1,0 +1,1 @@
+"""Unit tests of virt-controller: pure reconciles, the pod builder, the executor against a fake apiserver."""

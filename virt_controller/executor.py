@@ -1,0 +1,182 @@
+"""Carries out a plan against the apiserver, front to back, and says how far it got.
+
+The executor knows the apiserver's answers that mean "your view was stale" — AlreadyExists, Conflict,
+a failed JSON-patch test, NotFound on a patch — and stops there without calling it an error: the key
+is reconciled again once the cache has caught up. Any other refusal becomes a :class:`SyncError` the
+next reconcile writes into the object's status (a VM's Failure condition, a VMI's Synchronized one).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from podvirt_common import logs
+from podvirt_common.kube import (
+    AlreadyExistsError,
+    ApiError,
+    ConflictError,
+    InvalidError,
+    NotFoundError,
+    Resource,
+)
+
+from . import objects
+from .actions import Action, Create, Delete, Event, JSONPatch, MergePatch, Plan
+from .vm import SyncError
+
+log = logging.getLogger(__name__)
+
+
+class KubeWriter(Protocol):
+    """The writes the executor needs (``podvirt_common.kube.Kube`` has them; tests use a fake)."""
+
+    def create(self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]: ...
+
+    def delete(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+        grace_period_seconds: int | None = None,
+        propagation: str | None = None,
+    ) -> bool: ...
+
+    def merge_patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]: ...
+
+    def json_patch(
+        self,
+        resource: Resource,
+        name: str,
+        operations: Sequence[Mapping[str, Any]],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]: ...
+
+    def create_event(
+        self, involved: Mapping[str, Any], reason: str, message: str, *, warning: bool = False, component: str = ...
+    ) -> dict[str, Any]: ...
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # every action was carried out
+    STALE = "stale"  # the apiserver knew better than the cache: look again when it has caught up
+    FAILED = "failed"  # refused for another reason: see ``error``
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    completed: int = 0
+    error: SyncError | None = None
+    created: list[Obj] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.DONE
+
+
+Obj = dict[str, Any]
+WriteHook = Callable[[str, Resource], None]
+
+
+def _reason(action: Action) -> str:
+    if isinstance(action, Create):
+        return "FailedCreate"
+    if isinstance(action, Delete):
+        return "FailedDelete"
+    return "FailedUpdate"
+
+
+def _target(action: Action) -> str:
+    if isinstance(action, Create):
+        return f"{action.resource.kind} {action.namespace}/{objects.name(action.body)}"
+    if isinstance(action, Event):
+        return f"event {action.reason}"
+    return f"{action.resource.kind} {action.namespace}/{action.name}"
+
+
+def execute(
+    kube: KubeWriter, plan: Plan, *, component: str = "virt-controller", on_write: WriteHook | None = None
+) -> Result:
+    """Carry out ``plan``; ``on_write(verb, resource)`` is told of every write that reached the apiserver."""
+    created: list[Obj] = []
+    for index, action in enumerate(plan.actions):
+        try:
+            _apply(kube, action, created, component)
+        except (AlreadyExistsError, ConflictError, InvalidError) as exc:
+            if isinstance(exc, InvalidError) and not isinstance(action, JSONPatch):
+                return _failed(index, action, exc, created, on_write)
+            log.debug("stale view: %s: %s", _target(action), exc.message)
+            return Result(Outcome.STALE, index, created=created)
+        except NotFoundError as exc:
+            if isinstance(action, Create):
+                return _failed(index, action, exc, created, on_write)
+            log.debug("gone: %s", _target(action))
+            return Result(Outcome.STALE, index, created=created)
+        except ApiError as exc:
+            return _failed(index, action, exc, created, on_write)
+        if on_write is not None and not isinstance(action, Event):
+            on_write(type(action).__name__.lower(), action.resource)
+    return Result(Outcome.DONE, len(plan.actions), created=created)
+
+
+def _failed(index: int, action: Action, exc: ApiError, created: list[Obj], on_write: WriteHook | None) -> Result:
+    log.warning("%s failed: %s", _target(action), exc.message, extra={"reason": exc.reason, "status": exc.status})
+    return Result(Outcome.FAILED, index, SyncError(_reason(action), exc.message), created)
+
+
+def _apply(kube: KubeWriter, action: Action, created: list[Obj], component: str) -> None:
+    if isinstance(action, Create):
+        created.append(kube.create(action.resource, action.body, action.namespace))
+        _log_write(action, "created")
+    elif isinstance(action, Delete):
+        kube.delete(
+            action.resource,
+            action.name,
+            action.namespace,
+            uid=action.uid,
+            grace_period_seconds=action.grace_period_seconds,
+        )
+        _log_write(action, "deleted")
+    elif isinstance(action, MergePatch):
+        kube.merge_patch(
+            action.resource,
+            action.name,
+            action.patch,
+            action.namespace,
+            subresource=action.subresource,
+            resource_version=action.resource_version,
+        )
+    elif isinstance(action, JSONPatch):
+        kube.json_patch(action.resource, action.name, action.operations, action.namespace)
+    else:
+        try:
+            kube.create_event(
+                action.involved, action.reason, action.message, warning=action.warning, component=component
+            )
+        except ApiError as exc:  # an event is worth a log line, never a retry
+            log.info("event %s not recorded: %s", action.reason, exc.message)
+
+
+def _log_write(action: Create | Delete, verb: str) -> None:
+    name = objects.name(action.body) if isinstance(action, Create) else action.name
+    log.info(
+        "%s %s", verb, action.resource.kind, extra=logs.object_fields(action.resource.kind, action.namespace, name)
+    )
