@@ -1,7 +1,7 @@
 """The ``virtctl`` command (and the kubectl plugin ``kubectl virt``): its command tree, errors and exit codes.
 
 Console scripts: ``virtctl = "virtctl.cli:main"``, ``kubectl-virt = "virtctl.cli:main"`` and
-``kubectl_complete-virt = "virtctl.completion:kubectl_complete"`` (shell completion for the plugin).
+``kubectl_complete-virt = "virtctl.cli:kubectl_complete"`` (shell completion for the plugin).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import click
 
 from virtctl import __version__
 from virtctl.commands import COMMANDS
+from virtctl.completion import COBRA_NO_FILE_COMPLETION, COMPLETE_VAR, cobra_lines
 from virtctl.errors import VirtctlError
 from virtctl.exitcodes import ExitCode, describe
 from virtctl.framework import VirtGroup
 from virtctl.terminal import Terminated, signals_raise
-
-COMPLETE_VAR = "_VIRTCTL_COMPLETE"
 
 ROOT_HELP = f"""virtctl controls podvirt's (KubeVirt-compatible) virtual machines: start and stop them, open
 their serial console or VNC display, forward ports, ssh into them, and create manifests.
@@ -94,3 +93,18 @@ def _error(message: str) -> None:
 def main() -> NoReturn:
     """Console-script entry point of ``virtctl`` and ``kubectl-virt``."""
     sys.exit(run())
+
+
+def kubectl_complete() -> NoReturn:
+    """Console-script entry point of ``kubectl_complete-virt`` (kubectl's plugin completion)."""
+    args = sys.argv[1:]
+    descriptions = True
+    if args and args[0] in ("__complete", "__completeNoDesc"):
+        descriptions = args[0] == "__complete"
+        args = args[1:]
+    try:
+        lines = cobra_lines(root, args, descriptions=descriptions)
+    except Exception:  # a completion must never break the user's shell
+        lines = [f":{COBRA_NO_FILE_COMPLETION}"]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.exit(0)

@@ -57,7 +57,7 @@ class Request:
     @property
     def object(self) -> str:
         if self.name is None:
-            return f"{self.kind}s in namespace {self.namespace}" if self.namespace else f"{self.kind}s"
+            return f"{self.kind}s in namespace {self.namespace}" if self.namespace else self.kind
         return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
 
     def describe(self) -> str:
