@@ -2,9 +2,9 @@
 
 Credentials are read like kubectl reads them: ``--kubeconfig``, else ``$KUBECONFIG`` (several files
 joined with ``:``), else ``~/.kube/config``, else the pod's service account. The ``kubernetes``
-package parses the kubeconfig (tokens, client certificates, exec plugins); REST goes through httpx and
-streams through ``websockets``, both with the same TLS context and headers. This is virtctl's only
-client construction: when ``podvirt_common`` gains the project's shared wrapper, only this module changes.
+package parses the kubeconfig (tokens, client certificates, exec plugins). REST goes through the
+project's one client wrapper (:class:`podvirt_common.kube.Kube`); streams go through ``websockets``
+with the same TLS settings and credentials. This module is virtctl's only client construction.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
-import httpx
-from kubernetes.client import Configuration
+import urllib3
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException, list_kube_config_contexts, load_incluster_config, load_kube_config
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from podvirt_common import kube as shared
 from virtctl import __version__
 from virtctl.errors import SUBRESOURCE_GROUP, SUBRESOURCE_VERSION, ApiError, Request, Served, VirtctlError, explain
 from virtctl.exitcodes import ExitCode
@@ -61,6 +63,8 @@ class Credentials:
     namespace_explicit: bool
     """The namespace came from ``-n``; ``create vm`` writes it into the manifest only then."""
     proxy: str | None = None
+    configuration: Configuration | None = None
+    """The parsed kubeconfig, for the shared REST client."""
 
 
 def load_credentials(selection: Selection) -> Credentials:
@@ -101,6 +105,7 @@ def load_credentials(selection: Selection) -> Credentials:
         namespace=selection.namespace or namespace,
         namespace_explicit=selection.namespace is not None,
         proxy=_proxy_for(str(config.host), config.proxy, getattr(config, "no_proxy", None)),
+        configuration=config,
     )
 
 
@@ -160,29 +165,26 @@ class KubeClient:
 
     credentials: Credentials
     timeout: float = 30.0
-    _http: httpx.Client | None = field(default=None, init=False, repr=False)
+    _rest: shared.Kube | None = field(default=None, init=False, repr=False)
     _served: Served | None = field(default=None, init=False, repr=False)
 
     @property
     def namespace(self) -> str:
         return self.credentials.namespace
 
-    def _client(self) -> httpx.Client:
-        if self._http is None:
-            self._http = httpx.Client(
-                base_url=self.credentials.server,
-                verify=self.credentials.ssl_context or True,
-                proxy=self.credentials.proxy,
-                trust_env=False,
-                timeout=httpx.Timeout(self.timeout, connect=10.0),
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            )
-        return self._http
+    def _client(self) -> shared.Kube:
+        if self._rest is None:
+            configuration = self.credentials.configuration
+            if configuration is None:
+                raise VirtctlError("no cluster configuration loaded", ExitCode.CONFIG)
+            configuration.proxy = self.credentials.proxy
+            self._rest = shared.Kube(ApiClient(configuration), user_agent=USER_AGENT)
+        return self._rest
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
-            self._http = None
+        if self._rest is not None:
+            self._rest.close()
+            self._rest = None
 
     def _headers(self) -> dict[str, str]:
         auth = self.credentials.auth_header()
@@ -194,38 +196,24 @@ class KubeClient:
         path: str,
         *,
         body: Any = None,
-        query: Mapping[str, str | list[str]] | None = None,
+        query: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> Any:
         """Send one request; the decoded JSON answer, or :class:`ApiError` for an HTTP error."""
-        url = path + ("?" + urlencode(query, doseq=True) if query else "")
-        extensions = {"sni_hostname": self.credentials.tls_server_name} if self.credentials.tls_server_name else {}
+        server = self.credentials.server
         try:
-            response = self._client().request(
-                method,
-                url,
-                json=body,
-                headers=self._headers(),
-                extensions=extensions,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TimeoutException:
+            return self._client().request(method, path, query=query, body=body, timeout=timeout or self.timeout)
+        except shared.ApiError as e:
+            status = {"kind": "Status", "code": e.status, "reason": e.reason, "message": e.message}
+            raise ApiError(code=e.status, status=status, body=e.message) from None
+        except (urllib3.exceptions.TimeoutError, TimeoutError):
             raise VirtctlError(
-                f"the API server at {self.credentials.server} did not answer {method} {path} in time",
-                ExitCode.UNAVAILABLE,
+                f"the API server at {server} did not answer {method} {path} in time", ExitCode.UNAVAILABLE
             ) from None
-        except (httpx.TransportError, ssl.SSLError, OSError) as e:
+        except (urllib3.exceptions.HTTPError, ApiException, ssl.SSLError, OSError) as e:
             raise VirtctlError(
-                f"cannot reach the Kubernetes API server at {self.credentials.server}: {e}", ExitCode.CONFIG
+                f"cannot reach the Kubernetes API server at {server}: {_reason(e)}", ExitCode.CONFIG
             ) from None
-        if response.status_code >= 400:
-            raise ApiError.from_response(response.status_code, response.content)
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            return response.text
 
     def request(
         self,
@@ -234,7 +222,7 @@ class KubeClient:
         request: Request,
         *,
         body: Any = None,
-        query: Mapping[str, str | list[str]] | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> Any:
         """Like :meth:`raw_request`, but a refusal becomes a :class:`VirtctlError` explaining ``request``."""
         try:
@@ -305,6 +293,14 @@ class KubeClient:
             yield ws
         finally:
             await ws.close()
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+        return str(error.reason)
+    if isinstance(error, ApiException):
+        return str(error.reason or error).replace("\n", ": ")
+    return str(error)
 
 
 def subresource_path(plural: str, namespace: str, name: str, subresource: str) -> str:
