@@ -11,6 +11,10 @@ from podvirt_common.kube import format_time, merge_patch_for
 
 Obj = dict[str, Any]
 
+#: Ready=False of a VMI that does not run yet, shown the same way on the VMI and on its VM.
+NOT_RUNNING_REASON = "NotRunning"
+NOT_RUNNING_MESSAGE = "the VMI is not running yet"
+
 
 def condition(type_: str, status: str, now: datetime, reason: str | None = None, message: str | None = None) -> Obj:
     """A condition as the apiserver stores it (no lastProbeTime, which podvirt does not track)."""

@@ -39,7 +39,15 @@ from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES, for
 from . import names, objects
 from .actions import Action, Create, Delete, Event, MergePatch, Plan
 from .printable import printable_status
-from .status import condition, condition_is, find_condition, merge_conditions, status_patch
+from .status import (
+    NOT_RUNNING_MESSAGE,
+    NOT_RUNNING_REASON,
+    condition,
+    condition_is,
+    find_condition,
+    merge_conditions,
+    status_patch,
+)
 
 Obj = dict[str, Any]
 
@@ -335,9 +343,13 @@ def _wanted_status(
     elif vmi is None:
         wanted_conditions.append(condition("Ready", "False", now, "VMINotExists", "VMI does not exist"))
     else:
-        cond = find_condition(vmi_conditions, "Ready")
-        reason = (cond or {}).get("reason") or ("VMIFinal" if objects.is_final(vmi) else "VMINotReady")
-        wanted_conditions.append(condition("Ready", "False", now, reason, (cond or {}).get("message")))
+        cond = find_condition(vmi_conditions, "Ready") or {}
+        if objects.is_final(vmi):
+            reason, message = "VMIFinal", f"the VMI has ended ({objects.phase(vmi)})"
+        else:
+            reason = cond.get("reason") or NOT_RUNNING_REASON
+            message = cond.get("message") or (NOT_RUNNING_MESSAGE if reason == NOT_RUNNING_REASON else None)
+        wanted_conditions.append(condition("Ready", "False", now, reason, message))
     if sync_error is not None:
         wanted_conditions.append(condition("Failure", "True", now, sync_error.reason, sync_error.message))
     if alive and vmi is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonpatch
@@ -121,7 +121,16 @@ class FakeApi:
         self.writes.append(("delete", resource.plural))
         if uid is not None and obj["metadata"]["uid"] != uid:
             raise ConflictError(409, "Conflict", "Precondition failed: UID in precondition does not match")
-        if obj["metadata"].get("finalizers"):
+        if resource.plural == "pods" and obj["spec"].get("nodeName") and grace_period_seconds != 0:
+            # A bound pod stays until its kubelet confirms, at the latest after its grace period.
+            if not obj["metadata"].get("deletionTimestamp"):
+                grace = obj["spec"].get("terminationGracePeriodSeconds", 30)
+                if grace_period_seconds is not None:
+                    grace = grace_period_seconds
+                deadline = self.clock() + timedelta(seconds=grace)
+                obj["metadata"].update(deletionTimestamp=format_time(deadline), deletionGracePeriodSeconds=grace)
+                self._bump(obj)
+        elif obj["metadata"].get("finalizers"):
             obj["metadata"].setdefault("deletionTimestamp", format_time(self.clock()))
             if grace_period_seconds is not None:
                 obj["metadata"]["deletionGracePeriodSeconds"] = grace_period_seconds

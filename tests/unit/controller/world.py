@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
+from podvirt_common.kube import PERSISTENT_VOLUME_CLAIMS, PODS, VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
+from virt_controller import names
 from virt_controller.actions import Plan
 from virt_controller.executor import Result, execute
 from virt_controller.vm import CrashLoopPolicy, SyncError, reconcile_vm
+from virt_controller.vmi import VMIPolicy, reconcile_vmi
 
 from .fakeapi import FakeApi
 
@@ -42,7 +44,9 @@ class World:
     api: FakeApi = field(default_factory=FakeApi)
     now: datetime = T0
     policy: CrashLoopPolicy = field(default_factory=CrashLoopPolicy)
+    vmi_policy: VMIPolicy = field(default_factory=VMIPolicy)
     sync_errors: dict[str, SyncError] = field(default_factory=dict)
+    launched: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.api.clock = lambda: self.now
@@ -106,3 +110,90 @@ class World:
         vm = self.vm(name)
         queue = [*(vm.get("status") or {}).get("stateChangeRequests", []), *requests]
         self.api.set_status(VIRTUAL_MACHINES, name, {"stateChangeRequests": queue})
+
+    # -- VMIs and their pods ---------------------------------------------------------------------
+
+    def add_vmi(self, name: str = "testvm", **spec: Any) -> Obj:
+        body: Obj = {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachineInstance",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"domain": {"devices": {}, "memory": {"guest": "64Mi"}}, **spec},
+        }
+        return self.api.put(VIRTUAL_MACHINE_INSTANCES, body)
+
+    def pods(self, name: str = "testvm") -> list[Obj]:
+        vmi = self.vmi(name)
+        uid = vmi["metadata"]["uid"] if vmi else None
+        return [p for p in self.api.all(PODS) if p["metadata"]["labels"].get(names.CREATED_BY_LABEL) == uid]
+
+    def pod(self, name: str = "testvm") -> Obj:
+        (pod,) = self.pods(name)
+        return pod
+
+    def claims(self) -> dict[str, Obj]:
+        return {c["metadata"]["name"]: c for c in self.api.all(PERSISTENT_VOLUME_CLAIMS)}
+
+    def plan_vmi(self, name: str = "testvm") -> Plan:
+        vmi = self.vmi(name)
+        assert vmi is not None
+        return reconcile_vmi(
+            vmi,
+            self.pods(name),
+            self.now,
+            claims=self.claims(),
+            launched=vmi["metadata"]["uid"] in self.launched,
+            policy=self.vmi_policy,
+            sync_error=self.sync_errors.get(f"vmi/{name}"),
+        )
+
+    def sync_vmi(self, name: str = "testvm") -> Result:
+        result = execute(self.api, self.plan_vmi(name))
+        for obj in result.created:
+            if obj["kind"] == "Pod":
+                self.launched.add(obj["metadata"]["labels"][names.CREATED_BY_LABEL])
+        if result.error is not None:
+            self.sync_errors[f"vmi/{name}"] = result.error
+        else:
+            self.sync_errors.pop(f"vmi/{name}", None)
+        return result
+
+    def settle_vmi(self, name: str = "testvm", rounds: int = 10) -> None:
+        for _ in range(rounds):
+            if self.vmi(name) is None or not self.plan_vmi(name).writes:
+                return
+            self.sync_vmi(name)
+        raise AssertionError(f"VMI {name} did not settle in {rounds} rounds: {self.plan_vmi(name)}")
+
+    # -- what the scheduler and the kubelet do to pods -------------------------------------------
+
+    def _pod_obj(self, name: str) -> Obj:
+        pod = self.pod(name)
+        return self.api.objects[(PODS.plural, "default", pod["metadata"]["name"])]
+
+    def bind(self, name: str = "testvm", node: str = "node-1") -> None:
+        obj = self._pod_obj(name)
+        obj["spec"]["nodeName"] = node
+        obj.setdefault("status", {})["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+        self.api._bump(obj)
+
+    def unschedulable(self, name: str = "testvm", message: str = "0/2 nodes are available") -> None:
+        obj = self._pod_obj(name)
+        obj.setdefault("status", {})["conditions"] = [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+        ]
+        self.api._bump(obj)
+
+    def container(self, name: str = "testvm", *, phase: str = "Pending", ready: bool = False, **state: Any) -> None:
+        obj = self._pod_obj(name)
+        status = obj.setdefault("status", {})
+        status["phase"] = phase
+        status["qosClass"] = "Burstable"
+        status["containerStatuses"] = [{"name": "compute", "ready": ready, "state": state or {"running": {}}}]
+        self.api._bump(obj)
+
+    def kubelet_done(self, name: str = "testvm") -> None:
+        """The kubelet confirms the deletion of a terminating pod."""
+        pod = self.pod(name)
+        assert pod["metadata"].get("deletionTimestamp")
+        del self.api.objects[(PODS.plural, "default", pod["metadata"]["name"])]
