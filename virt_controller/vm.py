@@ -343,12 +343,13 @@ def _wanted_status(
     elif vmi is None:
         wanted_conditions.append(condition("Ready", "False", now, "VMINotExists", "VMI does not exist"))
     else:
-        cond = find_condition(vmi_conditions, "Ready") or {}
+        ready_cond = find_condition(vmi_conditions, "Ready") or {}
+        message: str | None
         if objects.is_final(vmi):
             reason, message = "VMIFinal", f"the VMI has ended ({objects.phase(vmi)})"
         else:
-            reason = cond.get("reason") or NOT_RUNNING_REASON
-            message = cond.get("message") or (NOT_RUNNING_MESSAGE if reason == NOT_RUNNING_REASON else None)
+            reason = str(ready_cond.get("reason") or NOT_RUNNING_REASON)
+            message = ready_cond.get("message") or (NOT_RUNNING_MESSAGE if reason == NOT_RUNNING_REASON else None)
         wanted_conditions.append(condition("Ready", "False", now, reason, message))
     if sync_error is not None:
         wanted_conditions.append(condition("Failure", "True", now, sync_error.reason, sync_error.message))
