@@ -121,17 +121,21 @@ async def _receive(ws: ClientConnection, deliver: Callable[[bytes], Awaitable[No
     return session_end(ws.close_code, ws.close_reason or "")
 
 
-async def pump_fds(ws: ClientConnection, in_fd: int, out_fd: int, *, escape: bytes | None = None) -> SessionEnd:
+async def pump_fds(
+    ws: ClientConnection, in_fd: int, out_fd: int, *, escape: bytes | None = None, linger: bool = False
+) -> SessionEnd:
     """Copy ``in_fd`` to the websocket and the websocket to ``out_fd`` until one side ends.
 
-    With ``escape``, that byte ends the session; what was typed before it is still sent.
+    With ``escape``, that byte ends the session; what was typed before it is still sent. With
+    ``linger``, the end of input does not end the session: the server's answer is still copied
+    until the server closes (like netcat; the stream itself has no half-close to tell the server).
     """
-    return await _FdPump(ws, in_fd, out_fd, escape).run()
+    return await _FdPump(ws, in_fd, out_fd, escape, linger).run()
 
 
 class _FdPump:
-    def __init__(self, ws: ClientConnection, in_fd: int, out_fd: int, escape: bytes | None) -> None:
-        self.ws, self.in_fd, self.out_fd, self.escape = ws, in_fd, out_fd, escape
+    def __init__(self, ws: ClientConnection, in_fd: int, out_fd: int, escape: bytes | None, linger: bool) -> None:
+        self.ws, self.in_fd, self.out_fd, self.escape, self.linger = ws, in_fd, out_fd, escape, linger
         self.loop = asyncio.get_running_loop()
         self.ended: asyncio.Future[SessionEnd] = self.loop.create_future()
         self.outgoing: asyncio.Queue[bytes | SessionEnd] = asyncio.Queue()
@@ -186,7 +190,8 @@ class _FdPump:
         while True:
             item = await self.outgoing.get()
             if isinstance(item, SessionEnd):
-                self.finish(item)
+                if not (self.linger and item.why == "eof"):
+                    self.finish(item)
                 return
             await self.ws.send(item)
             if self.outgoing.qsize() < _QUEUE_LOW:

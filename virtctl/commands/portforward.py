@@ -65,7 +65,7 @@ async def forward_stdio(client: KubeClient, name: str, namespace: str, port: For
     operation = port_forward(port.remote, port.protocol)
     try:
         async with client.websocket(operation.path(namespace, name)) as ws:
-            end = await pump_fds(ws, sys.stdin.fileno(), sys.stdout.fileno())
+            end = await pump_fds(ws, sys.stdin.fileno(), sys.stdout.fileno(), linger=True)
     except ApiError as e:
         raise client.explain(e, operation.request(namespace, name)) from None
     if end.why == "lost":

@@ -41,6 +41,8 @@ class FakeStreams:
         self.handler: Handler | None = None
         self.refusals: list[tuple[int, dict[str, Any]]] = []
         self.paths: list[str] = []
+        self.objects: dict[str, Any] = {}
+        """Answers to plain GETs, by path (e.g. a VMI that port-forward checks)."""
         self.received: list[bytes] = []
         self.connected = threading.Event()
         self.loop = asyncio.new_event_loop()
@@ -68,6 +70,8 @@ class FakeStreams:
     def _process_request(self, _connection: ServerConnection, request: Request) -> Response | None:
         if request.path == "/apis/subresources.kubevirt.io/v1":
             return json_response(200, DISCOVERY)
+        if request.path in self.objects:
+            return json_response(200, self.objects[request.path])
         if "upgrade" not in request.headers.get("Connection", "").lower():
             return json_response(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": "nope"})
         self.paths.append(request.path)
