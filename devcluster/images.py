@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import gzip
 import hashlib
+import io
 import json
 import os
 import platform
@@ -430,3 +431,45 @@ def _set_attributes(path: Path, member: tarfile.TarInfo) -> None:
         os.chmod(path, stat.S_IMODE(member.mode) & ~(stat.S_ISUID | stat.S_ISGID))
     with contextlib.suppress(OSError):
         os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+
+
+def write_oci_layout(directory: Path, files: dict[str, bytes], ref_name: str = "latest", mode: int = 0o444) -> str:
+    """Write a one-layer OCI image layout holding ``files`` ({path: content}); return its manifest digest.
+
+    For tests and small fixtures: anything bigger is better built with real image tools.
+    """
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def put(data: bytes, media: str) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media, "digest": f"sha256:{digest}", "size": len(data)}
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for d in sorted({str(PurePosixPath(p).parent) for p in files} - {"."}):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for path, data in sorted(files.items()):
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    layer = gzip.compress(raw.getvalue(), mtime=0)
+    os_name, arch = host_platform()
+    diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+    config = {"architecture": arch, "os": os_name, "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_MANIFEST,
+        "config": put(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+        "layers": [put(layer, "application/vnd.oci.image.layer.v1.tar+gzip")],
+    }
+    desc = put(json.dumps(manifest).encode(), MEDIA_OCI_MANIFEST)
+    desc["annotations"] = {_REF_ANNOTATION: ref_name}
+    (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (directory / "index.json").write_text(
+        json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": [desc]})
+    )
+    return str(desc["digest"])

@@ -194,6 +194,8 @@ class NodeAgent:
     # -- the Node and its Lease -----------------------------------------------------------
 
     def _node_object(self) -> dict[str, Any]:
+        # No node-role.kubernetes.io/* label: NodeRestriction refuses it from the node itself (as it
+        # does from a kubelet); whoever administers the cluster may add one with admin credentials.
         cfg = self.config
         os_name, arch = "linux", _goarch()
         return {
@@ -207,7 +209,6 @@ class NodeAgent:
                     "kubernetes.io/arch": arch,
                     "beta.kubernetes.io/os": os_name,
                     "beta.kubernetes.io/arch": arch,
-                    "node-role.kubernetes.io/worker": "",
                     "node.podvirt.io/stand-in": "true",
                 },
                 "annotations": {
@@ -276,28 +277,23 @@ class NodeAgent:
         try:
             await self.api.request("POST", "/api/v1/nodes", body=body)
         except ApiError as exc:
-            if exc.status == 403 and "node-role" in exc.message:
-                # NodeRestriction may refuse node-role labels set by the node itself.
-                del body["metadata"]["labels"]["node-role.kubernetes.io/worker"]
-                await self.api.request("POST", "/api/v1/nodes", body=body)
-            elif exc.status != 409:
+            if exc.status != 409:
                 raise
-            else:
-                existing = await self.api.get(f"/api/v1/nodes/{self.name}")
-                if existing.get("spec", {}).get("podCIDR") not in (None, str(self.config.network.pod_cidr)):
-                    raise ApiError(
-                        409,
-                        "PodCIDRMismatch",
-                        f"Node {self.name} exists with podCIDR {existing['spec']['podCIDR']}, not "
-                        f"{self.config.network.pod_cidr}; delete the Node or use the same --pod-cidr",
-                    ) from exc
-                patch = {
-                    "metadata": {"labels": body["metadata"]["labels"], "annotations": body["metadata"]["annotations"]}
-                }
-                with contextlib.suppress(ApiError):
-                    await self.api.request(
-                        "PATCH", f"/api/v1/nodes/{self.name}", body=patch, content_type="application/merge-patch+json"
-                    )
+            existing = await self.api.get(f"/api/v1/nodes/{self.name}")
+            if existing.get("spec", {}).get("podCIDR") not in (None, str(self.config.network.pod_cidr)):
+                raise ApiError(
+                    409,
+                    "PodCIDRMismatch",
+                    f"Node {self.name} exists with podCIDR {existing['spec']['podCIDR']}, not "
+                    f"{self.config.network.pod_cidr}; delete the Node or use the same --pod-cidr",
+                ) from exc
+            meta = {"labels": body["metadata"]["labels"], "annotations": body["metadata"]["annotations"]}
+            await self.api.request(
+                "PATCH",
+                f"/api/v1/nodes/{self.name}",
+                body={"metadata": meta},
+                content_type="application/merge-patch+json",
+            )
         await self._patch_node_status(self._node_status())
 
     async def _patch_node_status(self, status: dict[str, Any]) -> None:

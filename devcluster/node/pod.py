@@ -105,6 +105,8 @@ class PodWorker:
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
             grace = meta.get("deletionGracePeriodSeconds")
+            if self.ending is None:
+                log.info("pod deleted in the API; stopping it (grace %ss)", grace, extra={"pod": self.key})
             self.end(Ending.DELETED, float(grace) if grace is not None else None)
 
     @property
@@ -337,7 +339,9 @@ class PodWorker:
                 break
             self._deadline_moved.clear()
             moved = asyncio.ensure_future(self._deadline_moved.wait())
-            await asyncio.wait([moved, asyncio.ensure_future(proc.wait())], timeout=remaining)
+            await asyncio.wait(
+                [moved, asyncio.ensure_future(proc.wait())], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
             moved.cancel()
         await proc.wait()
 
