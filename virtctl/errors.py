@@ -8,6 +8,7 @@ Everything here is pure: :func:`explain` gets the failed request, the server's a
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,7 +146,7 @@ def explain(err: ApiError, request: Request, served: Served | None = None) -> Vi
     if err.code == 405:
         return VirtctlError(f"cannot {what}: the server does not allow this ({server_says})", ExitCode.UNAVAILABLE)
     if err.code == 409:
-        return VirtctlError(f"cannot {what}: {server_says}", ExitCode.CONFLICT)
+        return VirtctlError(f"cannot {what}: {short_reason(server_says)}", ExitCode.CONFLICT)
     if err.code in (400, 422):
         return VirtctlError(f"cannot {what}: {server_says}{_causes(err)}", ExitCode.ERROR)
     if err.code == 429:
@@ -159,6 +160,14 @@ def explain(err: ApiError, request: Request, served: Served | None = None) -> Vi
             )
         return VirtctlError(f"cannot {what}: the API server is unavailable: {server_says}", ExitCode.UNAVAILABLE)
     return VirtctlError(f"cannot {what}: {server_says} (HTTP {err.code})", ExitCode.ERROR)
+
+
+_CONFLICT_PREFIX = re.compile(r'^Operation cannot be fulfilled on \S+ "[^"]*": ')
+
+
+def short_reason(message: str) -> str:
+    """The server's reason without the apiserver's preamble, which repeats the object we already name."""
+    return _CONFLICT_PREFIX.sub("", message, count=1)
 
 
 def _forbidden(request: Request, server_says: str) -> str:

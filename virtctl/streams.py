@@ -19,7 +19,7 @@ from typing import Literal
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from virtctl.errors import ApiError, VirtctlError
+from virtctl.errors import ApiError, VirtctlError, short_reason
 from virtctl.exitcodes import ExitCode
 from virtctl.kube import KubeClient
 from virtctl.progress import Waiting
@@ -84,15 +84,10 @@ async def connect_when_running(
             try:
                 return await stack.enter_async_context(client.websocket(path))
             except ApiError as e:
-                if not _waitable(e, client):
+                if not _waitable(e, client) or wait_seconds <= 0:
                     raise client.explain(e, request) from None
                 if clock() >= deadline:
-                    minutes = f"{wait_seconds / 60:g} minute{'s' if wait_seconds != 60 else ''}"
-                    raise VirtctlError(
-                        f"gave up after {minutes}: VirtualMachineInstance {namespace}/{name} is not running "
-                        f"({e.message})",
-                        ExitCode.TIMEOUT,
-                    ) from None
+                    raise _gave_up(e, namespace, name, wait_seconds) from None
                 if waiting is None:
                     waiting = Waiting(f"Waiting for VirtualMachineInstance {namespace}/{name} to run").__enter__()
                 waiting.update(e.message)
@@ -101,6 +96,13 @@ async def connect_when_running(
     finally:
         if waiting is not None:
             waiting.__exit__(None, None, None)
+
+
+def _gave_up(err: ApiError, namespace: str, name: str, wait_seconds: float) -> VirtctlError:
+    minutes = f"{wait_seconds / 60:g} minute{'s' if wait_seconds != 60 else ''}"
+    vmi = f"VirtualMachineInstance {namespace}/{name}"
+    state = "does not exist" if err.code == 404 else f"is not running ({short_reason(err.message)})"
+    return VirtctlError(f"gave up after {minutes}: {vmi} {state}", ExitCode.TIMEOUT)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -238,11 +238,16 @@ def test_waits_while_the_vmi_is_not_running(streams: FakeStreams, console: type[
     assert session.settings() == session.before
 
 
-def test_gives_up_after_the_timeout_without_touching_the_terminal(streams: FakeStreams, console: type[Session]) -> None:
-    streams.refuse(409, "VMI vmi1 is not running", times=100)
+def test_without_waiting_a_stopped_vmi_is_refused_without_touching_the_terminal(
+    streams: FakeStreams, console: type[Session]
+) -> None:
+    streams.refuse(
+        409, 'Operation cannot be fulfilled on virtualmachineinstances.kubevirt.io "vmi1": VMI is not running'
+    )
     session = console("--timeout=0")
-    assert session.wait() == ExitCode.TIMEOUT
-    assert b"is not running" in session.output
+    assert session.wait() == ExitCode.CONFLICT
+    expected = b"cannot connect to the serial console of VirtualMachineInstance testns/vmi1: VMI is not running"
+    assert expected in session.output.replace(b"\r\n", b" ").replace(b"\n", b" ")
     assert session.settings() == session.before
 
 

@@ -85,7 +85,7 @@ def test_conflict_is_a_state_problem_in_the_servers_words() -> None:
     )
     problem = explain(err, START)
     assert problem.exit_code == ExitCode.CONFLICT
-    assert problem.message.endswith("VM is already running")
+    assert problem.message == "cannot start VirtualMachine prod/vm1: VM is already running"
 
 
 def test_invalid_lists_the_causes() -> None:

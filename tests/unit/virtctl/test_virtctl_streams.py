@@ -109,6 +109,21 @@ def test_gives_up_at_the_deadline() -> None:
     assert clock.now == 60
 
 
+def test_a_deadline_for_a_missing_vmi_says_so() -> None:
+    clock = FakeClock()
+    client = RefusingClient(*[ApiError(404, None) for _ in range(100)])
+    with pytest.raises(VirtctlError) as raised:
+        connect(client, clock, 120)
+    assert raised.value.message == "gave up after 2 minutes: VirtualMachineInstance ns/vm1 does not exist"
+
+
+def test_no_wait_means_one_attempt() -> None:
+    clock = FakeClock()
+    with pytest.raises(VirtctlError, match="explained 409"):
+        connect(RefusingClient(not_running()), clock, 0)
+    assert clock.sleeps == []
+
+
 def test_other_refusals_are_not_waited_for() -> None:
     clock = FakeClock()
     with pytest.raises(VirtctlError, match="explained 403"):
