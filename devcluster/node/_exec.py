@@ -56,13 +56,36 @@ def _mount(source: str | None, target: str, flags: int) -> None:
     _check(_libc.mount(src, target.encode(), None, ctypes.c_ulong(flags), None), f"mount {source} on {target}")
 
 
+def _resolve_beneath(root: str, sub_path: str) -> list[str]:
+    """The components of ``sub_path`` with symlinks resolved, refusing any that would leave ``root``
+    (a configMap's keys are symlinks into ``..data``; a container's own symlink may point anywhere)."""
+    todo = [p for p in sub_path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            if not done:
+                raise SetupError("CreateContainerConfigError", f"subPath {sub_path!r} leaves its volume")
+            done.pop()
+            continue
+        path = os.path.join(root, *done, part)
+        if os.path.islink(path):
+            target = os.readlink(path)
+            hops += 1
+            if target.startswith("/") or hops > 40:
+                raise SetupError("CreateContainerConfigError", f"subPath {sub_path!r} leaves its volume")
+            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+            continue
+        done.append(part)
+    return done
+
+
 def _open_beneath(root: str, sub_path: str) -> int:
-    """Open ``root/sub_path`` (creating missing directories) without following any symlink in sub_path,
-    so a container cannot point a subPath outside its volume."""
+    """Open ``root/sub_path`` (creating missing directories) so that a container cannot point a subPath
+    outside its volume: resolve it, then open every component without following symlinks."""
+    parts = _resolve_beneath(root, sub_path)
     fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
-    parts = [p for p in sub_path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise SetupError("CreateContainerConfigError", f"subPath {sub_path!r} must not contain '..'")
     for i, part in enumerate(parts):
         try:
             nxt = os.open(part, os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
@@ -73,7 +96,8 @@ def _open_beneath(root: str, sub_path: str) -> int:
         fd = nxt
         st = os.stat(fd)
         if (st.st_mode & 0o170000) == 0o120000 or (i < len(parts) - 1 and (st.st_mode & 0o170000) != 0o040000):
-            raise SetupError("CreateContainerConfigError", f"subPath {sub_path!r} leaves its volume")
+            os.close(fd)
+            raise SetupError("CreateContainerConfigError", f"subPath {sub_path!r} changed while it was mounted")
     return fd
 
 

@@ -377,3 +377,76 @@ def test_host_network_pods_share_the_host_network(cluster: Cluster, ns: str) -> 
     assert p["status"]["podIP"] == p["status"]["hostIP"]
     assert f"host={socket.gethostname()}" in log_of(cluster, p, "main")
     assert os.path.exists(f"/sys/class/net/{cluster.config.bridge}")
+
+
+def test_config_volumes_env_references_sub_path_and_a_non_root_user(cluster: Cluster, ns: str) -> None:
+    create(
+        cluster,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": ns},
+            "data": {"color": "blue", "size": "XL"},
+        },
+    )
+    create(
+        cluster,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds", "namespace": ns},
+            "stringData": {"password": "s3cret"},
+        },
+    )
+    script = (
+        "id -u; id -g; cat /etc/settings/color; echo; cat /creds/password; echo; cat /info/labels; echo;"
+        " cat /one/color; echo; echo env=$COLOR/$PASSWORD/$size; touch /etc/settings/x 2>/dev/null || echo ro"
+    )
+    main = container(
+        "main",
+        script,
+        env=[
+            {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+        ],
+        envFrom=[{"configMapRef": {"name": "settings"}}],
+        volumeMounts=[
+            {"name": "settings", "mountPath": "/etc/settings"},
+            {"name": "creds", "mountPath": "/creds"},
+            {"name": "info", "mountPath": "/info"},
+            {"name": "settings", "mountPath": "/one/color", "subPath": "color"},
+        ],
+        securityContext={"runAsUser": 107, "runAsGroup": 107, "runAsNonRoot": True, "allowPrivilegeEscalation": False},
+    )
+    spec = pod(
+        ns,
+        "configured",
+        main,
+        restartPolicy="Never",
+        volumes=[
+            {"name": "settings", "configMap": {"name": "settings"}},
+            {"name": "creds", "secret": {"secretName": "creds"}},
+            {
+                "name": "info",
+                "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]},
+            },
+        ],
+    )
+    spec["metadata"]["labels"] = {"tier": "test"}
+    create(cluster, spec)
+    p = wait_pod(cluster, ns, "configured", phase_is("Succeeded", "Failed"), what="finished")
+    out = log_of(cluster, p, "main")
+    assert p["status"]["phase"] == "Succeeded", (out, state(p, "main")["state"])
+    assert out.split("\n") == ["107", "107", "blue", "s3cret", 'tier="test"', "blue", "env=blue/s3cret/XL", "ro", ""]
+
+
+def test_run_as_non_root_without_a_user_is_refused(cluster: Cluster, ns: str) -> None:
+    main = container("main", "true", securityContext={"runAsNonRoot": True})
+    create(cluster, pod(ns, "rootless", main, restartPolicy="Never"))
+
+    def config_error(p: dict[str, Any]) -> bool:
+        statuses = p.get("status", {}).get("containerStatuses") or []
+        return bool(statuses) and statuses[0]["state"].get("waiting", {}).get("reason") == "CreateContainerConfigError"
+
+    p = wait_pod(cluster, ns, "rootless", config_error, what="in CreateContainerConfigError")
+    assert "runAsNonRoot" in state(p, "main")["state"]["waiting"]["message"]
