@@ -86,6 +86,7 @@ class Result:
     completed: int = 0
     error: SyncError | None = None
     created: list[Obj] = field(default_factory=list)
+    objects: list[Obj] = field(default_factory=list)  # the apiserver's answers to creates and patches
 
     @property
     def ok(self) -> bool:
@@ -116,37 +117,49 @@ def execute(
     kube: KubeWriter, plan: Plan, *, component: str = "virt-controller", on_write: WriteHook | None = None
 ) -> Result:
     """Carry out ``plan``; ``on_write(verb, resource)`` is told of every write that reached the apiserver."""
-    created: list[Obj] = []
+    result = Result(Outcome.DONE)
     for index, action in enumerate(plan.actions):
+        result.completed = index
         try:
-            _apply(kube, action, created, component)
+            answer = _apply(kube, action, component)
         except (AlreadyExistsError, ConflictError, InvalidError) as exc:
             if isinstance(exc, InvalidError) and not isinstance(action, JSONPatch):
-                return _failed(index, action, exc, created, on_write)
+                return _failed(result, action, exc)
             log.debug("stale view: %s: %s", _target(action), exc.message)
-            return Result(Outcome.STALE, index, created=created)
+            result.outcome = Outcome.STALE
+            return result
         except NotFoundError as exc:
             if isinstance(action, Create):
-                return _failed(index, action, exc, created, on_write)
+                return _failed(result, action, exc)
             log.debug("gone: %s", _target(action))
-            return Result(Outcome.STALE, index, created=created)
+            result.outcome = Outcome.STALE
+            return result
         except ApiError as exc:
-            return _failed(index, action, exc, created, on_write)
+            return _failed(result, action, exc)
+        if answer is not None:
+            result.objects.append(answer)
+            if isinstance(action, Create):
+                result.created.append(answer)
         if on_write is not None and not isinstance(action, Event):
             on_write(type(action).__name__.lower(), action.resource)
-    return Result(Outcome.DONE, len(plan.actions), created=created)
+    result.completed = len(plan.actions)
+    return result
 
 
-def _failed(index: int, action: Action, exc: ApiError, created: list[Obj], on_write: WriteHook | None) -> Result:
+def _failed(result: Result, action: Action, exc: ApiError) -> Result:
     log.warning("%s failed: %s", _target(action), exc.message, extra={"reason": exc.reason, "status": exc.status})
-    return Result(Outcome.FAILED, index, SyncError(_reason(action), exc.message), created)
+    result.outcome = Outcome.FAILED
+    result.error = SyncError(_reason(action), exc.message)
+    return result
 
 
-def _apply(kube: KubeWriter, action: Action, created: list[Obj], component: str) -> None:
+def _apply(kube: KubeWriter, action: Action, component: str) -> Obj | None:
+    """Carry out one action; returns the object the apiserver answered with, if any."""
     if isinstance(action, Create):
-        created.append(kube.create(action.resource, action.body, action.namespace))
+        answer = kube.create(action.resource, action.body, action.namespace)
         _log_write(action, "created")
-    elif isinstance(action, Delete):
+        return answer
+    if isinstance(action, Delete):
         kube.delete(
             action.resource,
             action.name,
@@ -155,8 +168,9 @@ def _apply(kube: KubeWriter, action: Action, created: list[Obj], component: str)
             grace_period_seconds=action.grace_period_seconds,
         )
         _log_write(action, "deleted")
-    elif isinstance(action, MergePatch):
-        kube.merge_patch(
+        return None
+    if isinstance(action, MergePatch):
+        return kube.merge_patch(
             action.resource,
             action.name,
             action.patch,
@@ -164,15 +178,13 @@ def _apply(kube: KubeWriter, action: Action, created: list[Obj], component: str)
             subresource=action.subresource,
             resource_version=action.resource_version,
         )
-    elif isinstance(action, JSONPatch):
-        kube.json_patch(action.resource, action.name, action.operations, action.namespace)
-    else:
-        try:
-            kube.create_event(
-                action.involved, action.reason, action.message, warning=action.warning, component=component
-            )
-        except ApiError as exc:  # an event is worth a log line, never a retry
-            log.info("event %s not recorded: %s", action.reason, exc.message)
+    if isinstance(action, JSONPatch):
+        return kube.json_patch(action.resource, action.name, action.operations, action.namespace)
+    try:
+        kube.create_event(action.involved, action.reason, action.message, warning=action.warning, component=component)
+    except ApiError as exc:  # an event is worth a log line, never a retry
+        log.info("event %s not recorded: %s", action.reason, exc.message)
+    return None
 
 
 def _log_write(action: Create | Delete, verb: str) -> None:

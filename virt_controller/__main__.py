@@ -1,0 +1,3 @@
+from virt_controller.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""The kopf side of virt-controller: watches, and nothing else.
+
+kopf lists and watches VMs, VMIs, VMI replica sets, launcher pods (server-side label selector) and
+claims. Each handler only passes the object on to :meth:`Controller.observe`: the indexing handlers
+take every listed, added or modified object (kopf calls them first, and holds the event handlers back
+until every kind has been listed, which is how the controller knows its cache is complete), and the
+event handlers take deletions. There are no create/update handlers, so kopf writes nothing to the
+objects: no finalizers, no progress annotations.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from podvirt_common.kube import Kube
+
+from .controller import Controller
+
+#: kind -> (group, version, plural) of every watched resource.
+WATCHED = {
+    "vm": ("kubevirt.io", "v1", "virtualmachines"),
+    "vmi": ("kubevirt.io", "v1", "virtualmachineinstances"),
+    "rs": ("kubevirt.io", "v1", "virtualmachineinstancereplicasets"),
+    "pod": ("", "v1", "pods"),
+    "pvc": ("", "v1", "persistentvolumeclaims"),
+}
+LAUNCHER_SELECTOR = "kubevirt.io=virt-launcher"
+
+
+def settings() -> kopf.OperatorSettings:
+    s = kopf.OperatorSettings()
+    s.posting.enabled = False  # the controller records its own Events
+    s.scanning.disabled = True  # no CRD or namespace scanning: fixed resources, cluster-wide
+    s.peering.standalone = True  # one active replica is ensured by the Lease (virt_controller.leader)
+    s.peering.clusterwide = True
+    s.watching.label_selectors["", "v1", "pods"] = LAUNCHER_SELECTOR
+    s.watching.connect_timeout = 10
+    s.watching.server_timeout = 300
+    s.watching.client_timeout = 330
+    s.networking.request_timeout = 60
+    return s
+
+
+def connection_info(kube: Kube) -> kopf.ConnectionInfo:
+    """kopf's credentials, from the same configuration the controller's own client uses."""
+    cfg = kube.configuration
+    token = None
+    scheme = None
+    header = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    if header:
+        scheme, _, token = str(header).partition(" ")
+        if not token:
+            scheme, token = "Bearer", scheme
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
+
+
+def register(registry: kopf.OperatorRegistry, controller: Controller, kube: Kube) -> None:
+    """Register the login and the watch handlers of ``controller`` in ``registry``."""
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(kube)
+
+    for kind, (group, version, plural) in WATCHED.items():
+        _register_kind(registry, controller, kind, group, version, plural)
+
+
+def _register_kind(
+    registry: kopf.OperatorRegistry, controller: Controller, kind: str, group: str, version: str, plural: str
+) -> None:
+    # Async handlers: they run in the event loop, like the controller's workers (no threads).
+    async def listed_or_changed(body: kopf.Body, **_: Any) -> None:
+        controller.observe(kind, "MODIFIED", dict(body))
+
+    async def event(event: kopf.RawEvent, **_: Any) -> None:
+        controller.synced.set()  # kopf runs event handlers only once every kind has been listed
+        if event["type"] == "DELETED":
+            controller.observe(kind, "DELETED", event["object"])
+
+    kopf.index(group, version, plural, id=f"cache-{kind}", registry=registry)(listed_or_changed)
+    kopf.on.event(group, version, plural, id=f"deleted-{kind}", registry=registry)(event)
+
+
+def quiet_kopf(level: int = logging.WARNING) -> None:
+    """kopf narrates every event at INFO/DEBUG; the controller logs what it does itself."""
+    for name in ("kopf", "kopf.objects", "kopf.activities", "kopf._core", "kopf._cogs"):
+        logging.getLogger(name).setLevel(level)

@@ -1,0 +1,152 @@
+"""One active virt-controller at a time: leader election on a coordination.k8s.io Lease.
+
+The rules are client-go's: a replica takes the Lease when it is free or when its holder has not
+renewed it for ``leaseDurationSeconds`` — measured on the taker's own clock from when it last saw the
+record change, so clocks of different machines need not agree. The holder renews every
+``renew_every`` seconds; one that cannot renew for ``renew_deadline`` seconds gives up (the process
+then exits, and a fresh start campaigns again). On a clean stop the holder releases the Lease so that
+another replica takes over at once. Writes are conditional on the Lease's resourceVersion.
+
+:func:`next_lease` is the pure decision; :class:`LeaderElector` runs it against the apiserver.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from podvirt_common.kube import LEASES, AlreadyExistsError, ApiError, ConflictError, Kube, NotFoundError
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+def micro_time(moment: datetime) -> str:
+    """A meta/v1 MicroTime string."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    namespace: str
+    identity: str
+    name: str = "virt-controller"
+    duration: float = 15.0
+    renew_every: float = 2.0
+    renew_deadline: float = 10.0
+
+
+@dataclass
+class Observation:
+    """The Lease record as last seen, and when (monotonic seconds) it was first seen like that."""
+
+    record: tuple[Any, ...] | None = None
+    since: float = 0.0
+
+
+def next_lease(
+    lease: Mapping[str, Any] | None, config: LeaseConfig, now: datetime, mono: float, seen: Observation
+) -> Obj | None:
+    """The Lease spec to write to hold the lease now, or None if another replica holds it."""
+    spec = (lease or {}).get("spec") or {}
+    holder = spec.get("holderIdentity") or ""
+    record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"))
+    if record != seen.record:
+        seen.record, seen.since = record, mono
+    duration = float(spec.get("leaseDurationSeconds") or config.duration)
+    if holder and holder != config.identity and mono < seen.since + duration:
+        return None
+    stamp = micro_time(now)
+    taking_over = holder != config.identity
+    return {
+        "holderIdentity": config.identity,
+        "leaseDurationSeconds": int(config.duration),
+        "acquireTime": stamp if taking_over or not spec.get("acquireTime") else spec["acquireTime"],
+        "renewTime": stamp,
+        "leaseTransitions": int(spec.get("leaseTransitions") or 0) + (1 if taking_over and holder else 0),
+    }
+
+
+class LeaderElector:
+    def __init__(self, kube: Kube, config: LeaseConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.kube = kube
+        self.config = config
+        self.clock = clock
+        self.seen = Observation()
+        self.leading = False
+
+    def try_acquire_or_renew(self) -> bool:
+        cfg = self.config
+        try:
+            lease: Obj | None = self.kube.get(LEASES, cfg.name, cfg.namespace)
+        except NotFoundError:
+            lease = None
+        except ApiError as exc:
+            log.warning("cannot read lease %s/%s: %s", cfg.namespace, cfg.name, exc.message)
+            return False
+        spec = next_lease(lease, cfg, datetime.now(UTC), self.clock(), self.seen)
+        if spec is None:
+            return False
+        try:
+            if lease is None:
+                body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": cfg.name}}
+                self.kube.create(LEASES, {**body, "spec": spec}, cfg.namespace)
+            else:
+                rv = lease["metadata"]["resourceVersion"]
+                self.kube.merge_patch(LEASES, cfg.name, {"spec": spec}, cfg.namespace, resource_version=rv)
+        except (AlreadyExistsError, ConflictError):
+            return False
+        except ApiError as exc:
+            log.warning("cannot write lease %s/%s: %s", cfg.namespace, cfg.name, exc.message)
+            return False
+        return True
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Block until this replica leads (True) or ``stop`` is set (False)."""
+        announced = False
+        while not stop.is_set():
+            if self.try_acquire_or_renew():
+                self.leading = True
+                log.info("leading as %s (lease %s/%s)", self.config.identity, self.config.namespace, self.config.name)
+                return True
+            if not announced:
+                log.info("waiting for lease %s/%s held by another replica", self.config.namespace, self.config.name)
+                announced = True
+            stop.wait(self.config.renew_every)
+        return False
+
+    def hold(self, stop: threading.Event, on_lost: Callable[[], None]) -> None:
+        """Renew until ``stop`` is set; call ``on_lost`` if renewing fails for ``renew_deadline`` seconds."""
+        last_renewal = self.clock()
+        while not stop.wait(self.config.renew_every):
+            if self.try_acquire_or_renew():
+                last_renewal = self.clock()
+            elif self.clock() - last_renewal > self.config.renew_deadline:
+                self.leading = False
+                log.error("lost the lease %s/%s", self.config.namespace, self.config.name)
+                on_lost()
+                return
+
+    def release(self) -> None:
+        """Give the lease up at once (a clean stop)."""
+        if not self.leading:
+            return
+        self.leading = False
+        cfg = self.config
+        try:
+            lease = self.kube.get(LEASES, cfg.name, cfg.namespace)
+            if (lease.get("spec") or {}).get("holderIdentity") != cfg.identity:
+                return
+            patch = {
+                "spec": {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": micro_time(datetime.now(UTC))}
+            }
+            self.kube.merge_patch(
+                LEASES, cfg.name, patch, cfg.namespace, resource_version=lease["metadata"]["resourceVersion"]
+            )
+        except ApiError as exc:
+            log.info("lease not released (%s); it expires by itself", exc.message)

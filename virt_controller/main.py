@@ -1,0 +1,217 @@
+"""The ``virt-controller`` command.
+
+    virt-controller [--kubeconfig FILE] [--metrics-address HOST:PORT] [--launcher-image IMAGE] ...
+
+Without ``--kubeconfig`` it uses the pod's service account in a cluster, else ``$KUBECONFIG`` or
+``~/.kube/config``. It waits for the Lease (``--lease-namespace``/``--lease-name``) before acting, serves
+``/metrics``, ``/healthz`` and ``/readyz`` on ``--metrics-address``, and stops on SIGTERM or SIGINT,
+releasing the Lease. ``--help`` lists every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from podvirt_common import logs
+from podvirt_common.kube import Kube
+
+from .controller import Controller, ControllerConfig
+from .launcher_pod import LauncherSettings
+from .leader import LeaderElector, LeaseConfig
+from .metrics import Metrics
+from .vm import CrashLoopPolicy
+from .vmi import VMIPolicy
+
+log = logging.getLogger("virt_controller")
+
+
+def _key_values(items: Sequence[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="virt-controller", description="podvirt's cluster-wide VM controller.")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--workers", type=int, default=16, help="keys reconciled at once (default 16)")
+    p.add_argument(
+        "--metrics-address", default="0.0.0.0:8080", help="HOST:PORT for /metrics, /healthz, /readyz; '' for none"
+    )
+    launcher = p.add_argument_group("launcher pods")
+    launcher.add_argument("--launcher-image", default=LauncherSettings.image)
+    launcher.add_argument(
+        "--launcher-command", default="virt-launcher", help="command of the compute container (shell words)"
+    )
+    launcher.add_argument("--use-emulation", action="store_true", help="guests run under QEMU TCG (no /dev/kvm)")
+    launcher.add_argument(
+        "--launcher-node-selector", action="append", default=[], metavar="KEY=VALUE",
+        help="node label every launcher pod requires (repeatable), e.g. kubevirt.io/schedulable=true",
+    )  # fmt: skip
+    timing = p.add_argument_group("timing")
+    timing.add_argument("--scheduling-phase-delay", type=float, default=VMIPolicy.scheduling_phase_delay)
+    timing.add_argument("--force-delete-after", type=float, default=VMIPolicy.force_delete_after)
+    timing.add_argument("--crash-loop-base-delay", type=float, default=CrashLoopPolicy.base)
+    timing.add_argument("--crash-loop-max-delay", type=float, default=CrashLoopPolicy.maximum)
+    timing.add_argument("--stable-run", type=float, default=CrashLoopPolicy.stable_run)
+    election = p.add_argument_group("leader election")
+    election.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
+    election.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "kube-system"))
+    election.add_argument("--lease-name", default="virt-controller")
+    election.add_argument("--lease-duration", type=float, default=15.0)
+    election.add_argument("--lease-renew-every", type=float, default=2.0)
+    election.add_argument(
+        "--identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}",
+        help="this replica's name in the Lease (default: $POD_NAME, else host_pid)",
+    )  # fmt: skip
+    p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+class _Probes(BaseHTTPRequestHandler):
+    controller: Controller
+    elector: LeaderElector | None
+
+    def do_GET(self) -> None:
+        if self.path == "/metrics":
+            self._send(200, generate_latest(self.controller.metrics.registry), CONTENT_TYPE_LATEST)
+        elif self.path == "/healthz":
+            self._send(200, b"ok\n")
+        elif self.path == "/readyz":
+            leading = self.elector is None or self.elector.leading
+            ready = leading and self.controller.synced.is_set()
+            self._send(200 if ready else 503, b"ok\n" if ready else b"not leading or caches not synced\n")
+        else:
+            self._send(404, b"not found\n")
+
+    def _send(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def serve_probes(address: str, controller: Controller, elector: LeaderElector | None) -> ThreadingHTTPServer | None:
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    handler = type("Probes", (_Probes,), {"controller": controller, "elector": elector})
+    server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), handler)  # noqa: S104
+    threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()
+    log.info("serving /metrics, /healthz, /readyz on %s:%s", *server.server_address[:2])
+    return server
+
+
+def build_config(args: argparse.Namespace) -> ControllerConfig:
+    return ControllerConfig(
+        workers=args.workers,
+        launcher=LauncherSettings(
+            image=args.launcher_image,
+            command=tuple(shlex.split(args.launcher_command)),
+            emulation=args.use_emulation,
+            node_selector=_key_values(args.launcher_node_selector),
+        ),
+        crash_loop=CrashLoopPolicy(args.crash_loop_base_delay, args.crash_loop_max_delay, args.stable_run),
+        vmi=VMIPolicy(args.scheduling_phase_delay, args.force_delete_after),
+    )
+
+
+async def run(args: argparse.Namespace, kube: Kube, elector: LeaderElector | None, stop: asyncio.Event) -> None:
+    import kopf  # noqa: PLC0415 - imported once logging is set up
+
+    from . import handlers  # noqa: PLC0415
+
+    metrics = Metrics()
+    controller = Controller(kube, build_config(args), metrics=metrics)
+    metrics.leading.set(1)
+    server = serve_probes(args.metrics_address, controller, elector)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, controller, kube)
+    handlers.quiet_kopf()
+    workers = asyncio.create_task(controller.run(), name="controller")
+    try:
+        await kopf.operator(
+            registry=registry, settings=handlers.settings(), clusterwide=True, standalone=True, stop_flag=stop
+        )
+    finally:
+        workers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await workers
+        if server is not None:
+            server.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.setup(args.log_level.upper(), args.log_format)
+    kube = Kube.connect(args.kubeconfig, user_agent="virt-controller", pool_size=max(8, args.workers * 2))
+    elector = None
+    halt = threading.Event()
+    lost = threading.Event()
+    if args.leader_elect:
+        elector = LeaderElector(
+            kube,
+            LeaseConfig(
+                namespace=args.lease_namespace,
+                identity=args.identity,
+                name=args.lease_name,
+                duration=args.lease_duration,
+                renew_every=args.lease_renew_every,
+                renew_deadline=max(args.lease_renew_every * 2, args.lease_duration * 2 / 3),
+            ),
+        )
+        try:
+            if not elector.acquire(halt):
+                return 0
+        except KeyboardInterrupt:
+            return 0
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def lose() -> None:
+        lost.set()
+        loop.call_soon_threadsafe(stop.set)
+
+    if elector is not None:
+        threading.Thread(target=elector.hold, args=(halt, lose), name="lease", daemon=True).start()
+    try:
+        loop.run_until_complete(run(args, kube, elector, stop))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        halt.set()
+        if elector is not None and not lost.is_set():
+            elector.release()
+        loop.close()
+        kube.close()
+    if lost.is_set():
+        log.error("stopped: lost the leader lease")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
