@@ -117,10 +117,15 @@ def explain(err: ApiError, request: Request, served: Served | None = None) -> Vi
     """The message and exit code for an API refusal of ``request``.
 
     ``served`` is the discovery of the subresource group; it is only needed (and only asked for by
-    the transport) for 404, 405 and 503 answers to requests in that group.
+    the transport) for 404, 405, 503 and bare 403 answers to requests in that group.
     """
     what = request.describe()
     server_says = err.message
+    if request.group == SUBRESOURCE_GROUP and (err.code in (404, 405) or (err.code == 403 and err.status is None)):
+        # A refused upgrade to a route the server lacks comes back as a bare 403, without a Status.
+        missing = _missing_subresource(request, served)
+        if missing is not None:
+            return VirtctlError(f"cannot {what}: {missing}", ExitCode.UNAVAILABLE)
     if err.code == 401:
         return VirtctlError(
             f"cannot {what}: the API server did not accept your credentials (401 Unauthorized). "
@@ -129,10 +134,6 @@ def explain(err: ApiError, request: Request, served: Served | None = None) -> Vi
         )
     if err.code == 403:
         return VirtctlError(f"cannot {what}: {_forbidden(request, server_says)}", ExitCode.FORBIDDEN)
-    if err.code in (404, 405) and request.group == SUBRESOURCE_GROUP:
-        missing = _missing_subresource(request, served)
-        if missing is not None:
-            return VirtctlError(f"cannot {what}: {missing}", ExitCode.UNAVAILABLE)
     if err.code == 404:
         if _is_missing_api(err):
             group = request.group or "core"
@@ -153,9 +154,9 @@ def explain(err: ApiError, request: Request, served: Served | None = None) -> Vi
         return VirtctlError(f"cannot {what}: the API server is busy (429); try again shortly", ExitCode.UNAVAILABLE)
     if err.code in (502, 503, 504):
         if request.group == SUBRESOURCE_GROUP:
+            hint = f" (check: kubectl get apiservice {APISERVICE})" if _from_aggregator(server_says) else ""
             return VirtctlError(
-                f"cannot {what}: virt-api (the {SUBRESOURCE_GROUP} API) is unavailable: {server_says} "
-                f"(check: kubectl get apiservice {APISERVICE})",
+                f"cannot {what}: virt-api (the {SUBRESOURCE_GROUP} API) is unavailable: {server_says}{hint}",
                 ExitCode.UNAVAILABLE,
             )
         return VirtctlError(f"cannot {what}: the API server is unavailable: {server_says}", ExitCode.UNAVAILABLE)
@@ -192,6 +193,15 @@ def _missing_subresource(request: Request, served: Served | None) -> str | None:
             "or does not support this operation (compare: virtctl version)"
         )
     return None
+
+
+_AGGREGATOR_WORDS = ("service unavailable", "no endpoints", "connection refused", "error trying to reach service")
+
+
+def _from_aggregator(message: str) -> bool:
+    """The apiserver could not reach virt-api at all (as opposed to virt-api explaining a 503 itself)."""
+    lowered = message.lower()
+    return any(words in lowered for words in _AGGREGATOR_WORDS)
 
 
 def _is_missing_api(err: ApiError) -> bool:

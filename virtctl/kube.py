@@ -231,8 +231,9 @@ class KubeClient:
             raise self.explain(e, request) from None
 
     def explain(self, err: ApiError, request: Request) -> VirtctlError:
-        """The user's message for ``err``; asks discovery when a 404/405/503 may mean virt-api is absent."""
-        served = self.served() if request.group == SUBRESOURCE_GROUP and err.code in (404, 405, 503) else None
+        """The user's message for ``err``; asks discovery when the answer may mean virt-api (or a route) is absent."""
+        maybe_absent = err.code in (404, 405, 503) or (err.code == 403 and err.status is None)
+        served = self.served() if request.group == SUBRESOURCE_GROUP and maybe_absent else None
         return explain(err, request, served)
 
     def served(self) -> Served:

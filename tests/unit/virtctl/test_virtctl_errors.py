@@ -72,6 +72,22 @@ def test_server_too_old_for_a_subresource() -> None:
     assert "does not offer virtualmachineinstances/softreboot" in problem.message
 
 
+def test_a_bare_403_from_a_route_virt_api_lacks_is_not_blamed_on_rbac() -> None:
+    forward = sub.port_forward(22).request("ns", "vmi1")
+    problem = explain(
+        ApiError.from_response(403, b""), forward, Served(True, frozenset({"virtualmachineinstances/console"}))
+    )
+    assert problem.exit_code == ExitCode.UNAVAILABLE
+    assert "does not offer virtualmachineinstances/portforward" in problem.message
+
+
+def test_hint_at_the_apiservice_only_when_the_apiserver_cannot_reach_virt_api() -> None:
+    reached = explain(status(503, "ServiceUnavailable", "virt-api has no client certificate"), START)
+    assert "kubectl get apiservice" not in reached.message
+    unreached = explain(status(503, "ServiceUnavailable", "service unavailable"), START)
+    assert "kubectl get apiservice v1.subresources.kubevirt.io" in unreached.message
+
+
 def test_kubevirt_api_absent() -> None:
     request = Request("get", "kubevirt.io", "virtualmachines", "ns", "vm1", "read", "VirtualMachine")
     problem = explain(status(404, "NotFound", "the server could not find the requested resource"), request)
