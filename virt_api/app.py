@@ -17,8 +17,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 
+from virt_api import openapi
 from virt_api.admission import webhook
-from virt_api.admission.review import parse_review
+from virt_api.admission.review import AdmissionReview, parse_review
 from virt_api.limits import BodyLimit
 from virt_api.services import Services
 from virt_api.status import StatusError, bad_request, forbidden, status_object, too_large
@@ -126,7 +127,11 @@ def create_app(services: Services) -> FastAPI:
             raise forbidden("admission webhooks are served over TLS only")
         return await request.body()
 
-    @app.post(ADMISSION_PREFIX + "/mutate/{resource}", summary="Mutating webhook: KubeVirt's defaults")
+    @app.post(
+        ADMISSION_PREFIX + "/mutate/{resource}",
+        summary="Mutating webhook: KubeVirt's defaults",
+        openapi_extra=openapi.body(AdmissionReview),
+    )
     async def mutate(resource: str, request: Request) -> JSONResponse:
         started = time.perf_counter()
         admission = parse_review(await admission_body(request))
@@ -137,7 +142,11 @@ def create_app(services: Services) -> FastAPI:
         metrics.admission_seconds.labels("mutate", _label(resource)).observe(time.perf_counter() - started)
         return JSONResponse(review)
 
-    @app.post(ADMISSION_PREFIX + "/validate/{resource}", summary="Validating webhook: KubeVirt's rules")
+    @app.post(
+        ADMISSION_PREFIX + "/validate/{resource}",
+        summary="Validating webhook: KubeVirt's rules",
+        openapi_extra=openapi.body(AdmissionReview),
+    )
     async def validate(resource: str, request: Request) -> JSONResponse:
         started = time.perf_counter()
         admission = parse_review(await admission_body(request))

@@ -21,6 +21,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from podvirt_common import kube as k
 from podvirt_common import logs
+from virt_api import openapi
 from virt_api.auth import Access, User, authenticate
 from virt_api.services import Services
 from virt_api.status import StatusError, bad_request, not_found, too_large, unavailable
@@ -166,23 +167,43 @@ def build_router(services: Services) -> APIRouter:
         )
         return Response(status_code=202)
 
-    @router.put(NAMESPACED + "/virtualmachines/{name}/start", status_code=202, summary="Start a VM")
+    @router.put(
+        NAMESPACED + "/virtualmachines/{name}/start",
+        status_code=202,
+        openapi_extra=openapi.body(StartOptions, required=False),
+        summary="Start a VM",
+    )
     async def start(
         version: Version, namespace: Namespace, name: Name, request: Request, user: ProxiedUser
     ) -> Response:
         return await vm_action(version, namespace, name, "start", user, await read_options(request, StartOptions))
 
-    @router.put(NAMESPACED + "/virtualmachines/{name}/stop", status_code=202, summary="Stop a VM")
+    @router.put(
+        NAMESPACED + "/virtualmachines/{name}/stop",
+        status_code=202,
+        openapi_extra=openapi.body(StopOptions, required=False),
+        summary="Stop a VM",
+    )
     async def stop(version: Version, namespace: Namespace, name: Name, request: Request, user: ProxiedUser) -> Response:
         return await vm_action(version, namespace, name, "stop", user, await read_options(request, StopOptions))
 
-    @router.put(NAMESPACED + "/virtualmachines/{name}/restart", status_code=202, summary="Restart a VM")
+    @router.put(
+        NAMESPACED + "/virtualmachines/{name}/restart",
+        status_code=202,
+        openapi_extra=openapi.body(RestartOptions, required=False),
+        summary="Restart a VM",
+    )
     async def restart(
         version: Version, namespace: Namespace, name: Name, request: Request, user: ProxiedUser
     ) -> Response:
         return await vm_action(version, namespace, name, "restart", user, await read_options(request, RestartOptions))
 
-    @router.put(NAMESPACED + "/virtualmachines/{name}/migrate", status_code=202, summary="Live-migrate a VM")
+    @router.put(
+        NAMESPACED + "/virtualmachines/{name}/migrate",
+        status_code=202,
+        openapi_extra=openapi.body(MigrateOptions, required=False),
+        summary="Live-migrate a VM",
+    )
     async def migrate(
         version: Version, namespace: Namespace, name: Name, request: Request, user: ProxiedUser
     ) -> Response:
@@ -207,25 +228,45 @@ def build_router(services: Services) -> APIRouter:
         )
         return Response(status_code=202)
 
-    @router.put(NAMESPACED + "/virtualmachineinstances/{name}/pause", status_code=202, summary="Pause a VMI")
+    @router.put(
+        NAMESPACED + "/virtualmachineinstances/{name}/pause",
+        status_code=202,
+        openapi_extra=openapi.body(_Options, required=False),
+        summary="Pause a VMI",
+    )
     async def pause(
         version: Version, namespace: Namespace, name: Name, request: Request, user: ProxiedUser
     ) -> Response:
         return await vmi_action(version, namespace, name, "pause", request, user)
 
-    @router.put(NAMESPACED + "/virtualmachineinstances/{name}/unpause", status_code=202, summary="Unpause a VMI")
+    @router.put(
+        NAMESPACED + "/virtualmachineinstances/{name}/unpause",
+        status_code=202,
+        openapi_extra=openapi.body(_Options, required=False),
+        summary="Unpause a VMI",
+    )
     async def unpause(
         version: Version, namespace: Namespace, name: Name, request: Request, user: ProxiedUser
     ) -> Response:
         return await vmi_action(version, namespace, name, "unpause", request, user)
 
-    @router.put(NAMESPACED + "/virtualmachineinstances/{name}/softreboot", status_code=202, summary="Reboot the guest")
+    @router.put(
+        NAMESPACED + "/virtualmachineinstances/{name}/softreboot",
+        status_code=202,
+        openapi_extra=openapi.body(_Options, required=False),
+        summary="Reboot the guest",
+    )
     async def softreboot(
         version: Version, namespace: Namespace, name: Name, request: Request, user: ProxiedUser
     ) -> Response:
         return await vmi_action(version, namespace, name, "softreboot", request, user)
 
-    @router.put(NAMESPACED + "/virtualmachineinstances/{name}/reset", status_code=202, summary="Reset a VMI")
+    @router.put(
+        NAMESPACED + "/virtualmachineinstances/{name}/reset",
+        status_code=202,
+        openapi_extra=openapi.body(_Options, required=False),
+        summary="Reset a VMI",
+    )
     async def reset(
         version: Version, namespace: Namespace, name: Name, request: Request, user: ProxiedUser
     ) -> Response:

@@ -16,6 +16,7 @@ requests cannot both act on the same state: the loser's patch fails and it decid
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,7 +103,7 @@ def _state_change(vm: dict[str, Any], requests: list[dict[str, Any]]) -> Write:
     return Write(
         "vm-status",
         [
-            {"op": "test", "path": "/status/stateChangeRequests", "value": pending},
+            {"op": "test", "path": "/status/stateChangeRequests", "value": copy.deepcopy(pending)},
             {"op": "replace", "path": "/status/stateChangeRequests", "value": requests},
         ],
     )
