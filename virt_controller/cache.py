@@ -7,7 +7,7 @@ never replaces a newer version of an object with an older one.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -75,17 +75,24 @@ def slim_claim(claim: Mapping[str, Any]) -> Obj:
 
 
 class Store:
-    """Objects of one kind by ``namespace/name``, with a per-namespace index."""
+    """Objects of one kind by ``namespace/name``, with a per-namespace index.
+
+    Deleted objects leave a tombstone (their UID) for a while, so that a late copy — the apiserver's
+    answer to a write that raced with the deletion — cannot bring them back.
+    """
+
+    TOMBSTONES = 4096
 
     def __init__(self) -> None:
         self._items: dict[str, Obj] = {}
         self._by_namespace: dict[str, set[str]] = defaultdict(set)
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
 
     def upsert(self, obj: Obj) -> tuple[Obj | None, bool]:
-        """Store ``obj`` unless an even newer version is there; returns (previous, stored)."""
+        """Store ``obj`` unless an even newer version is there or it was deleted; returns (previous, stored)."""
         key = objects.key(obj)
         old = self._items.get(key)
-        if not _newer(old, obj):
+        if objects.uid(obj) in self._tombstones or not _newer(old, obj):
             return old, False
         self._items[key] = obj
         self._by_namespace[objects.namespace(obj)].add(key)
@@ -93,6 +100,10 @@ class Store:
 
     def remove(self, obj: Mapping[str, Any]) -> Obj | None:
         key = objects.key(obj)
+        if objects.uid(obj):
+            self._tombstones[objects.uid(obj)] = None
+            while len(self._tombstones) > self.TOMBSTONES:
+                self._tombstones.popitem(last=False)
         old = self._items.get(key)
         if old is not None and objects.uid(old) not in ("", objects.uid(obj)):
             return None  # a successor of the same name is already stored
