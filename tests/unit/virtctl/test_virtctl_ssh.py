@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from conftest import write_kubeconfig
 
 from virtctl.commands.ssh import SshOptions, Tunnel, scp_argv, self_command, ssh_argv
 from virtctl.kube import Selection
@@ -71,3 +75,41 @@ def test_self_command() -> None:
     assert self_command("/usr/local/bin/kubectl-virt") == ["/usr/local/bin/kubectl-virt"]
     assert self_command("python3")[0].endswith("python3")
     assert self_command(sys.argv[0])
+
+
+def test_ssh_replaces_itself_with_the_local_client_and_passes_its_status(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_ssh = bin_dir / "ssh"
+    fake_ssh.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/args"\nexit 42\n')
+    fake_ssh.chmod(0o755)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9", namespace="dev")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KUBECONFIG": str(kubeconfig)}
+    done = subprocess.run(
+        [sys.executable, "-m", "virtctl", "ssh", "fedora@vm/myvm", "-c", "uname -a", "--", "-v"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 42, done.stderr  # ssh's own exit status
+    args = (bin_dir / "args").read_text().splitlines()
+    assert args[0] == "-o"
+    assert (
+        args[1]
+        == f"ProxyCommand={shlex.join([sys.executable, '-m', 'virtctl'])} port-forward --stdio=true vm/myvm/dev 22"
+    )
+    assert args[2:] == ["fedora@vm.myvm.dev", "uname -a", "-v"]
+
+
+def test_there_is_no_built_in_ssh_client(tmp_path: Path) -> None:
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-m", "virtctl", "ssh", "--local-ssh=false", "vmi/x"],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert b"no built-in SSH client" in done.stderr
