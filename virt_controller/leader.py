@@ -68,7 +68,7 @@ def next_lease(
         "leaseDurationSeconds": int(config.duration),
         "acquireTime": stamp if taking_over or not spec.get("acquireTime") else spec["acquireTime"],
         "renewTime": stamp,
-        "leaseTransitions": int(spec.get("leaseTransitions") or 0) + (1 if taking_over and holder else 0),
+        "leaseTransitions": int(spec.get("leaseTransitions") or 0) + (1 if taking_over and lease is not None else 0),
     }
 
 
