@@ -4,7 +4,8 @@ libvirt daemonizes QEMU into its own session, so neither a process-group kill no
 the launcher reaches it. The watchdog is a ``/bin/sh`` in its own session, ignoring SIGTERM/SIGINT/SIGHUP,
 blocked reading a pipe whose only writer is the launcher. However the launcher ends (exit, crash,
 SIGKILL) the kernel closes that pipe; the watchdog then reads QEMU's pid from libvirt's pidfile and
-kills it, but only if that process's command line names the same pidfile (so a recycled pid is safe).
+kills it, but only if that process's command line names this launcher's libvirt root (libvirt puts
+``<root>/lib/qemu/domain-<id>-<name>/`` paths on it), so a recycled pid is safe.
 It costs ~1 MiB.
 """
 
@@ -25,22 +26,27 @@ trap '' HUP INT TERM QUIT PIPE
 cat >/dev/null
 pidfile=$1
 [ -r "$pidfile" ] || exit 0
-read -r pid <"$pidfile" || exit 0
+pid=$(cat "$pidfile" 2>/dev/null)  # libvirt writes no trailing newline, which would fail `read`
 case $pid in ''|*[!0-9]*) exit 0 ;; esac
-if tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$pidfile"; then
+if tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"; then
     kill -KILL "$pid" 2>/dev/null
 fi
 """
 
 
+def identity_marker(pidfile: Path) -> str:
+    """What the command line of the QEMU behind ``<root>/run/qemu/<name>.pid`` must contain."""
+    return f"{pidfile.parents[2]}/lib/qemu/domain-"
+
+
 def qemu_pid(pidfile: Path) -> int | None:
-    """QEMU's pid from libvirt's pidfile, if that process still runs with this pidfile on its command line."""
+    """QEMU's pid from libvirt's pidfile, if that process still runs with this libvirt root on its command line."""
     try:
         pid = int(pidfile.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if os.fsencode(pidfile) in cmdline else None
+    return pid if os.fsencode(identity_marker(pidfile)) in cmdline else None
 
 
 def kill_qemu(pidfile: Path | None, wait: float = 5.0) -> bool:
@@ -71,7 +77,7 @@ class QemuWatchdog:
         read_end, self._write_end = os.pipe()
         try:
             self.process = subprocess.Popen(
-                ["/bin/sh", "-c", WATCHDOG_SCRIPT, "qemu-watchdog", str(pidfile)],
+                ["/bin/sh", "-c", WATCHDOG_SCRIPT, "qemu-watchdog", str(pidfile), identity_marker(pidfile)],
                 stdin=read_end,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
