@@ -135,7 +135,7 @@ def explain(err: ApiError, request: Request, served: Served | None = None) -> Vi
     if err.code == 403:
         return VirtctlError(f"cannot {what}: {_forbidden(request, server_says)}", ExitCode.FORBIDDEN)
     if err.code == 404:
-        if _is_missing_api(err):
+        if is_missing_api(err):
             group = request.group or "core"
             return VirtctlError(
                 f"cannot {what}: the API server does not serve {request.resource.split('/')[0]} in "
@@ -204,7 +204,7 @@ def _from_aggregator(message: str) -> bool:
     return any(words in lowered for words in _AGGREGATOR_WORDS)
 
 
-def _is_missing_api(err: ApiError) -> bool:
+def is_missing_api(err: ApiError) -> bool:
     """A 404 for the URL itself (no such API), as opposed to a 404 for a named object."""
     return not err.details.get("name") and "could not find the requested resource" in err.message
 

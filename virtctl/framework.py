@@ -127,14 +127,29 @@ def cobra_bool_flags(params: list[click.Parameter], args: list[str]) -> list[str
 
 
 class VirtGroup(click.Group):
-    """A group whose subcommands are :class:`VirtCommand` and which accepts the cluster flags too."""
+    """A group whose subcommands are :class:`VirtCommand` and which accepts the cluster flags too.
+
+    Called without a subcommand it prints its help and succeeds, as kubectl and KubeVirt's virtctl do.
+    """
 
     command_class = VirtCommand
 
     def __init__(self, *args: Any, examples: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("invoke_without_command", True)
+        kwargs.setdefault("no_args_is_help", False)
         super().__init__(*args, **kwargs)
         self.examples = examples.strip("\n")
         self.params.extend(cluster_params())
+        own = self.callback
+
+        def help_without_subcommand(*cb_args: Any, **cb_kwargs: Any) -> Any:
+            ctx = click.get_current_context()
+            if ctx.invoked_subcommand is None:
+                click.echo(ctx.get_help(), color=ctx.color)
+                return None
+            return own(*cb_args, **cb_kwargs) if own is not None else None
+
+        self.callback = help_without_subcommand
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         write_examples(self.examples, ctx, formatter)

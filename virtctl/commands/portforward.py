@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from virtctl.errors import KUBEVIRT_GROUP, ApiError, Request, VirtctlError
+from virtctl.errors import KUBEVIRT_GROUP, ApiError, Request, VirtctlError, is_missing_api
 from virtctl.exitcodes import ExitCode
 from virtctl.framework import command, kube_client, note, say, warn
 from virtctl.kube import KubeClient, kubevirt_path
@@ -39,7 +39,7 @@ def check_running(client: KubeClient, target: Target, namespace: str) -> None:
     except ApiError as e:
         if e.code == 403:
             return
-        if e.code == 404 and target.kind == "vm" and not _is_missing_api(e):
+        if e.code == 404 and target.kind == "vm" and not is_missing_api(e):
             vm_request = Request(
                 "get", KUBEVIRT_GROUP, "virtualmachines", namespace, target.name, "read", "VirtualMachine"
             )
@@ -55,10 +55,6 @@ def check_running(client: KubeClient, target: Target, namespace: str) -> None:
             f"VirtualMachineInstance {namespace}/{target.name} is not running (phase {phase or 'unknown'})",
             ExitCode.CONFLICT,
         )
-
-
-def _is_missing_api(err: ApiError) -> bool:
-    return not err.details.get("name")
 
 
 async def forward_stdio(client: KubeClient, name: str, namespace: str, port: ForwardedPort) -> int:

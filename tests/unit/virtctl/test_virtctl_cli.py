@@ -221,3 +221,10 @@ def test_completion_never_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_completion_script(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["completion", "bash"]) == ExitCode.OK
     assert "_VIRTCTL_COMPLETE" in capsys.readouterr().out
+
+
+def test_without_a_command_the_help_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([]) == ExitCode.OK
+    assert capsys.readouterr().out.startswith("Usage: virtctl [OPTIONS] [COMMAND]")
+    assert run(["create"]) == ExitCode.OK
+    assert "vm  Create a VirtualMachine manifest." in capsys.readouterr().out
