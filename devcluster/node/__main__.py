@@ -17,7 +17,8 @@ Flags (all paths may be relative; the agent runs as root):
   --lease-seconds N      Lease duration (default 40); renewed every N/4 seconds.
   --shutdown-grace S     on SIGTERM, pods get at most S seconds of grace (default 10).
   --log-format F         auto (text on a terminal, JSON lines otherwise), json or text.
-  --cleanup              remove what a previous run left (processes, namespaces, mounts, pod dirs), exit.
+  --cleanup              remove what a previous run left (processes, namespaces, mounts, pod dirs, the
+                         node's gateway on the bridge) and exit; for after an agent was SIGKILLed.
 
 SIGTERM or SIGINT stops the agent and every pod it runs (see ``devcluster.node.agent``).
 """
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log = _log.setup(config.name, config.log_format)
     if args.cleanup:
-        previous = cleanup(config.root, config.name)
+        previous = cleanup(config.root, config.name, config.network)
         log.info("cleaned up after node %s (%d pod directories)", config.name, len(previous))
         return 0
     return main_loop(config)

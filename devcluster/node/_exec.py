@@ -1,5 +1,7 @@
 """Container entry helper: turns a fresh process into a container, then execs its command.
 
+It also runs exec probes: with ``join_pid`` it enters that container's namespaces instead.
+
 The node agent starts this file (``python -I -S _exec.py SPEC``) as the leader of a new session;
 it reads the JSON spec, joins the container's cgroup and the pod's network namespace, enters a
 private mount namespace (slave to the host, so nothing mounted here leaks out), bind-mounts the
@@ -129,7 +131,24 @@ def _bind(mount: dict[str, object]) -> None:
             os.close(fd)
 
 
+def _join(pid: int) -> None:
+    """Enter a running container's namespaces (for exec probes): network, hostname, then mounts."""
+    fds = []
+    try:
+        for kind, flag in (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("mnt", CLONE_NEWNS)):
+            fds.append((os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY), flag, kind))
+    except OSError as exc:
+        raise SetupError("RunContainerError", f"the container (pid {pid}) is gone: {exc.strerror}") from None
+    for fd, flag, kind in fds:
+        _check(_libc.setns(fd, flag), f"joining the container's {kind} namespace")
+        os.close(fd)
+
+
 def _enter(spec: dict[str, object]) -> None:
+    join_pid = spec.get("join_pid")
+    if join_pid:
+        _join(int(str(join_pid)))
+        return
     cgroup = spec.get("cgroup")
     if cgroup:
         with open(os.path.join(str(cgroup), "cgroup.procs"), "w") as fh:

@@ -44,13 +44,15 @@ NODE_STATUS_EVERY = 60.0
 WATCH_TIMEOUT = 300
 
 
-def cleanup(root: Path, name: str) -> set[str]:
+def cleanup(root: Path, name: str, net: network.NetworkConfig | None = None) -> set[str]:
     """Remove everything a previous run of node ``name`` with this root left on the host.
 
     Kills leftover container processes (by recorded process group and by cgroup), deletes the
     node's network namespaces, unmounts anything under ``root/pods`` and removes the pod
-    directories. Returns the UIDs of the pods that had directories (they ran here before).
-    Safe to call when nothing is left; used at agent start and by ``devcluster down``.
+    directories; with ``net``, also takes the node's gateway off the bridge (and the bridge away
+    when no other node uses it). Returns the UIDs of the pods that had directories (they ran
+    here before). Safe to call when nothing is left; used at agent start and stop, and by
+    ``python -m devcluster.node ... --cleanup`` after an agent was killed.
     """
     root = root.resolve()
     instance = network.instance_id(root, name)
@@ -71,6 +73,8 @@ def cleanup(root: Path, name: str) -> set[str]:
         shutil.rmtree(pods_dir, ignore_errors=True)
     shutil.rmtree(root / "ipam", ignore_errors=True)
     (root / "processes.json").unlink(missing_ok=True)
+    if net is not None:
+        network.release_bridge(net)
     return previous
 
 
@@ -165,8 +169,7 @@ class NodeAgent:
                 if worker.task is not None:
                     worker.task.cancel()
             await self.api.aclose()
-            cleanup(cfg.root, cfg.name)
-            network.release_bridge(cfg.network)
+            cleanup(cfg.root, cfg.name, cfg.network)
             log.info("stopped")
 
     async def _stop_pods(self) -> None:
@@ -186,9 +189,10 @@ class NodeAgent:
         records = []
         for worker in self.workers.values():
             for cname, proc in worker.processes.items():
-                started = processes.start_time(proc.pid)
-                if started is not None:
-                    records.append(processes.ProcessRecord(f"{worker.key}/{cname}", proc.pid, proc.pid, started))
+                if proc.start_ticks is not None:
+                    records.append(
+                        processes.ProcessRecord(f"{worker.key}/{cname}", proc.pid, proc.pid, proc.start_ticks)
+                    )
         write_json_atomic(self.config.root / "processes.json", [r.to_json() for r in records])
 
     # -- the Node and its Lease -----------------------------------------------------------

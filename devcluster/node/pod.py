@@ -30,6 +30,7 @@ from devcluster.node.api import ApiError
 from devcluster.node.apirelay import ApiRelay, open_relay
 from devcluster.node.backoff import Backoff
 from devcluster.node.context import NodeContext
+from devcluster.node.probes import Prober
 from devcluster.node.status import (
     TERMINAL_PHASES,
     ContainerRecord,
@@ -304,6 +305,9 @@ class PodWorker:
         self.ctx.processes_changed()
         rec.container_id = proc.container_id
         rec.state = Running(proc.started_at)
+        prober = self._prober(rec, exec_spec, proc, cdir)
+        rec.startup_passed, rec.readiness_passed = prober.startup_passed, prober.readiness_passed
+        probing = asyncio.create_task(prober.run()) if prober.any else None
         self._mark(urgent=True)
         log.info("container %s running (pid %d, log %s)", rec.name, proc.pid, log_path, extra={"pod": self.key})
         if self.ending is not None:
@@ -314,6 +318,8 @@ class PodWorker:
             ended.cancel()
             if not proc.exited:
                 await self._stop(proc)
+        if probing is not None:
+            probing.cancel()
         result = await proc.wait()
         del self.processes[rec.name]
         self.ctx.processes_changed()
@@ -328,6 +334,38 @@ class PodWorker:
             result.signal,
             proc.container_id,
         )
+
+    def _prober(
+        self, rec: ContainerRecord, exec_spec: process.ExecSpec, proc: process.ContainerProcess, cdir: Path
+    ) -> Prober:
+        spec = next(c for c in [*self.init_specs, *self.container_specs] if c["name"] == rec.name)
+
+        async def run_exec(command: list[str], limit: float) -> bool:
+            probe_spec = replace(exec_spec, argv=command, mounts=[], netns=None, hostname=None, join_pid=proc.pid)
+            (cdir / "probe.log").unlink(missing_ok=True)
+            try:
+                child = await process.start(probe_spec, spec_dir=cdir, log_path=cdir / "probe.log", cgroup=None)
+            except process.ContainerStartError:
+                return False
+            try:
+                return (await asyncio.wait_for(child.wait(), limit)).exit_code == 0
+            except TimeoutError:
+                child.kill_all()
+                await child.wait()
+                return False
+
+        def changed() -> None:
+            rec.startup_passed, rec.readiness_passed = prober.startup_passed, prober.readiness_passed
+            self._mark(urgent=True)
+
+        def kill(reason: str) -> None:
+            probe = spec.get("livenessProbe") or spec.get("startupProbe") or {}
+            grace = probe.get("terminationGracePeriodSeconds", self.spec.get("terminationGracePeriodSeconds", 30))
+            log.info("container %s: %s, killing it", rec.name, reason, extra={"pod": self.key})
+            self.ctx.keep(asyncio.create_task(proc.stop(float(grace))))
+
+        prober = Prober(spec, self.facts.pod_ip or self.ctx.host_ip, run_exec, changed, kill, self.key)
+        return prober
 
     async def _stop(self, proc: process.ContainerProcess) -> None:
         """SIGTERM the group; SIGKILL group and cgroup at the (possibly shortened) deadline."""

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devcluster import processes
+
 HELPER = Path(__file__).resolve().parent / "_exec.py"
 CGROUP_PREFIX = "podvirt-devcluster"
 START_TIMEOUT = 60.0
@@ -115,6 +117,8 @@ class ExecSpec:
     hostname: str | None = None
     mounts: list[dict[str, Any]] = field(default_factory=list)
     no_new_privs: bool = False
+    #: Run inside this running container's namespaces instead of setting up new ones (exec probes).
+    join_pid: int | None = None
 
     def to_json(self, cgroup: Path | None) -> dict[str, Any]:
         return {
@@ -129,6 +133,7 @@ class ExecSpec:
             "mounts": self.mounts,
             "no_new_privs": self.no_new_privs,
             "cgroup": str(cgroup) if cgroup is not None else None,
+            "join_pid": self.join_pid,
             "agent_pid": os.getpid(),
         }
 
@@ -148,6 +153,8 @@ class ContainerProcess:
         self.cgroup = cgroup
         self.started_at = started_at
         self._pidfd = pidfd
+        # Start time in clock ticks, so that a later sweep signals this process and never a reused pid.
+        self.start_ticks = processes.start_time(pid)
         self._exit: asyncio.Task[Exit] = asyncio.get_running_loop().create_task(self._reap())
 
     @property

@@ -59,15 +59,17 @@ class ContainerRecord:
     last_state: Terminated | None = None
     restart_count: int = 0
     container_id: str = ""
+    # Probe results of the current run; True when the container has no such probe.
+    startup_passed: bool = True
+    readiness_passed: bool = True
 
     @property
     def ready(self) -> bool:
-        # No readiness probes: a running container is ready.
-        return isinstance(self.state, Running)
+        return isinstance(self.state, Running) and self.startup_passed and self.readiness_passed
 
     @property
     def started(self) -> bool:
-        return isinstance(self.state, Running)
+        return isinstance(self.state, Running) and self.startup_passed
 
     def finished_ok(self) -> bool:
         return isinstance(self.state, Terminated) and self.state.exit_code == 0

@@ -450,3 +450,30 @@ def test_run_as_non_root_without_a_user_is_refused(cluster: Cluster, ns: str) ->
 
     p = wait_pod(cluster, ns, "rootless", config_error, what="in CreateContainerConfigError")
     assert "runAsNonRoot" in state(p, "main")["state"]["waiting"]["message"]
+
+
+def test_readiness_and_liveness_probes_drive_ready_and_restarts(cluster: Cluster, ns: str) -> None:
+    work = [{"name": "work", "mountPath": "/work"}]
+    web = {
+        "name": "web",
+        "image": "x",
+        "command": ["sh", "-c", "sleep 1; touch /work/ready; exec /usr/bin/python3 -m http.server 8080 -d /work"],
+        "volumeMounts": work,
+        "readinessProbe": {"exec": {"command": ["test", "-f", "/work/ready"]}, "periodSeconds": 1},
+        "startupProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 30},
+        "ports": [{"name": "http", "containerPort": 8080}],
+    }
+    doomed = container(
+        "doomed",
+        "exec sleep 600",
+        livenessProbe={"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 2},
+    )
+    create(cluster, pod(ns, "probed", web, doomed, volumes=[{"name": "work", "emptyDir": {}}]))
+    p = wait_pod(cluster, ns, "probed", phase_is("Running"), what="Running")
+    assert state(p, "web")["ready"] is False  # not before the probes pass
+
+    def web_ready_doomed_restarted(p: dict[str, Any]) -> bool:
+        return state(p, "web")["ready"] and state(p, "web")["started"] and state(p, "doomed")["restartCount"] >= 1
+
+    p = wait_pod(cluster, ns, "probed", web_ready_doomed_restarted, timeout=40, what="web ready and doomed restarted")
+    assert state(p, "doomed")["lastState"]["terminated"]["exitCode"] == 143  # SIGTERM from the liveness kill
