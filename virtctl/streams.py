@@ -78,8 +78,8 @@ async def connect_when_running(
     path = operation.path(namespace, name)
     deadline = clock() + wait_seconds
     delay = 0.5
-    waiting: Waiting | None = None
-    try:
+    with contextlib.ExitStack() as progress:
+        waiting: Waiting | None = None
         while True:
             try:
                 return await stack.enter_async_context(client.websocket(path))
@@ -89,13 +89,12 @@ async def connect_when_running(
                 if clock() >= deadline:
                     raise _gave_up(e, namespace, name, wait_seconds) from None
                 if waiting is None:
-                    waiting = Waiting(f"Waiting for VirtualMachineInstance {namespace}/{name} to run").__enter__()
-                waiting.update(e.message)
+                    waiting = progress.enter_context(
+                        Waiting(f"Waiting for VirtualMachineInstance {namespace}/{name} to run")
+                    )
+                waiting.update(short_reason(e.message))
                 await sleep(max(0.0, min(delay, deadline - clock())))
                 delay = min(delay * 2, 5.0)
-    finally:
-        if waiting is not None:
-            waiting.__exit__(None, None, None)
 
 
 def _gave_up(err: ApiError, namespace: str, name: str, wait_seconds: float) -> VirtctlError:

@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -76,14 +77,29 @@ async def serve_vnc(
             else:
                 viewer = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
                 stack.push_async_callback(_stop, viewer)
-        try:
-            reader, writer = await asyncio.wait_for(connected, None if proxy_only or viewer is None else listen_timeout)
-        except TimeoutError:
-            raise VirtctlError(
-                f"the VNC viewer did not connect to {address}:{bound} within {listen_timeout:g}s", ExitCode.ERROR
-            ) from None
+        if viewer is not None:
+            await _viewer_connects(viewer, connected, f"{address}:{bound}", listen_timeout)
+        reader, writer = await connected
         server.close()
         return await pump_socket(ws, reader, writer)
+
+
+async def _viewer_connects(
+    viewer: asyncio.subprocess.Process, connected: asyncio.Future[Any], where: str, seconds: float
+) -> None:
+    """Wait for the viewer we started to connect; fail if it exits or dawdles instead."""
+    exited = asyncio.ensure_future(viewer.wait())
+    try:
+        await asyncio.wait({connected, exited}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        exited.cancel()
+    if connected.done():
+        return
+    if viewer.returncode is not None:
+        raise VirtctlError(
+            f"the VNC viewer exited (status {viewer.returncode}) before connecting to {where}", ExitCode.ERROR
+        )
+    raise VirtctlError(f"the VNC viewer did not connect to {where} within {seconds:g}s", ExitCode.ERROR)
 
 
 async def _stop(viewer: asyncio.subprocess.Process) -> None:

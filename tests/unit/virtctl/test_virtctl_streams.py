@@ -273,3 +273,44 @@ def test_vnc_viewer_choice() -> None:
 
 def test_session_end_is_a_value() -> None:
     assert SessionEnd("eof") == SessionEnd("eof", "")
+
+
+def _fake_viewer(bin_dir: Path, script: str) -> dict[str, str]:
+    bin_dir.mkdir(exist_ok=True)
+    viewer = bin_dir / "remote-viewer"
+    viewer.write_text(f"#!{sys.executable}\n{script}")
+    viewer.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_vnc_starts_the_viewer_on_the_local_port(streams: tuple[FakeStreams, dict[str, str]], tmp_path: Path) -> None:
+    fake, env = streams
+
+    async def vnc_server(ws: ServerConnection) -> None:
+        await ws.send(b"RFB 003.008\n")
+        await fake.record(ws)
+
+    fake.handler = vnc_server
+    viewer = """import socket, sys
+host, port = sys.argv[1].removeprefix("vnc://").rsplit(":", 1)
+with socket.create_connection((host, int(port))) as conn:
+    assert conn.recv(12) == b"RFB 003.008\\n"
+    conn.sendall(b"RFB 003.008\\n")
+"""
+    env = {**env, **_fake_viewer(tmp_path / "bin", viewer)}
+    done = subprocess.run(
+        [sys.executable, "-m", "virtctl", "vnc", "vmi1"], capture_output=True, env=env, timeout=60, check=False
+    )
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert b"".join(fake.received) == b"RFB 003.008\n"
+
+
+def test_vnc_reports_a_viewer_that_gives_up(streams: tuple[FakeStreams, dict[str, str]], tmp_path: Path) -> None:
+    fake, env = streams
+    fake.handler = fake.record
+    env = {**env, **_fake_viewer(tmp_path / "bin", "raise SystemExit(3)\n")}
+    done = subprocess.run(
+        [sys.executable, "-m", "virtctl", "vnc", "vmi1"], capture_output=True, env=env, timeout=60, check=False
+    )
+    assert done.returncode == ExitCode.ERROR
+    assert b"the VNC viewer exited (status 3) before connecting" in done.stderr
