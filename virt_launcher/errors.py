@@ -37,7 +37,7 @@ class LauncherError(Exception):
 class InvalidSpecError(LauncherError):
     """The VMI spec is malformed or inconsistent (fix the spec)."""
 
-    reason = "InvalidSpecError"
+    reason = "InvalidSpec"
 
 
 class UnsupportedFieldError(LauncherError):

@@ -118,9 +118,9 @@ def test_sync_over_the_command_socket_then_pause_and_unpause(launcher: MakeLaunc
     vmi = tiny_vmi("paused")
     run.sync(vmi)
     assert run.sync(vmi)["phase"] == "Running", "a repeated sync of the same spec is a no-op"
+    other = tiny_vmi("paused")
+    other["spec"]["domain"]["memory"]["guest"] = "128Mi"
     with pytest.raises(LauncherClientError) as conflict:
-        other = tiny_vmi("paused")
-        other["spec"]["domain"]["memory"]["guest"] = "128Mi"
         run.client.sync(other)
     assert conflict.value.status == 409
     run.wait_running()

@@ -168,9 +168,12 @@ class ConsoleProxy:
     def _write_log(self, data: bytes) -> None:
         if self._log_file is None or self.log_path is None:
             return
-        self._log_file.write(data)
+        while data:
+            room = self.log_limit - self._log_file.tell()
+            self._log_file.write(data[:room])
+            data = data[room:]
+            if self._log_file.tell() >= self.log_limit:
+                self._log_file.close()
+                os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
+                self._log_file = self.log_path.open("ab")
         self._log_file.flush()
-        if self._log_file.tell() >= self.log_limit:
-            self._log_file.close()
-            os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
-            self._log_file = self.log_path.open("ab")

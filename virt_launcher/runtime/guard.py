@@ -85,6 +85,19 @@ class QemuWatchdog:
             )
         finally:
             os.close(read_end)
+        self._wait_armed()
+
+    def _wait_armed(self, timeout: float = 2.0) -> None:
+        """Returns once the shell ignores SIGTERM, so a group kill right after start cannot take it down."""
+        status = Path(f"/proc/{self.process.pid}/status")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ignored = int(status.read_text().split("SigIgn:")[1].split()[0], 16)
+                if ignored & (1 << (signal.SIGTERM - 1)):
+                    return
+            time.sleep(0.002)
+        log.warning("the QEMU watchdog did not arm within %.0fs", timeout)
 
     def disarm(self) -> None:
         """Closes the pipe (the watchdog then checks, and kills what is left) and reaps it."""

@@ -75,7 +75,8 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
     ("disks", "iothreads-queues-pci", {"cpu": {"cores": 2}, "devices": {"blockMultiQueue": True, "disks": [
         {"name": "a", "dedicatedIOThread": True, "disk": {"pciAddress": "0000:05:00.0"}},
         {"name": "b", "dedicatedIOThread": True},
-    ]}}, {"volumes": [{"name": "a", "emptyDisk": {"capacity": "1Gi"}}, {"name": "b", "emptyDisk": {"capacity": "2Gi"}}]},
+    ]}}, {"volumes": [{"name": "a", "emptyDisk": {"capacity": "1Gi"}},
+                      {"name": "b", "emptyDisk": {"capacity": "2Gi"}}]},
      "kvm"),
     ("interfaces", "tap-with-mac", {"devices": {"interfaces": [
         {"name": "default", "masquerade": {}, "macAddress": "DE-AD-00-00-BE-AF", "ports": [{"port": 22}]}]}},
@@ -100,6 +101,9 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
 ]  # fmt: skip
 
 
+IDS = [f"{c[0]}-{c[1]}" for c in CASES]
+
+
 def check_golden(path: Path, text: str) -> None:
     if UPDATE or not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,9 +123,7 @@ def test_every_configurator_has_a_golden_case() -> None:
     assert {name for name, *_ in CASES} == set(CONFIGURATOR)
 
 
-@pytest.mark.parametrize(
-    ("configurator", "case", "domain", "spec", "domain_type"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES]
-)
+@pytest.mark.parametrize(("configurator", "case", "domain", "spec", "domain_type"), CASES, ids=IDS)
 def test_configurator_output_matches_golden(
     configurator: str, case: str, domain: dict[str, Any], spec: dict[str, Any], domain_type: str
 ) -> None:
@@ -131,9 +133,7 @@ def test_configurator_output_matches_golden(
     check_golden(GOLDEN / configurator / f"{case}.xml", to_string(root))
 
 
-@pytest.mark.parametrize(
-    ("configurator", "case", "domain", "spec", "domain_type"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES]
-)
+@pytest.mark.parametrize(("configurator", "case", "domain", "spec", "domain_type"), CASES, ids=IDS)
 def test_whole_domain_of_every_case_validates_against_libvirt_schema(
     configurator: str, case: str, domain: dict[str, Any], spec: dict[str, Any], domain_type: str
 ) -> None:
