@@ -62,9 +62,9 @@ class Credentials:
     namespace: str
     namespace_explicit: bool
     """The namespace came from ``-n``; ``create vm`` writes it into the manifest only then."""
-    proxy: str | None = None
-    configuration: Configuration | None = None
+    configuration: Configuration
     """The parsed kubeconfig, for the shared REST client."""
+    proxy: str | None = None
 
 
 def load_credentials(selection: Selection) -> Credentials:
@@ -104,8 +104,8 @@ def load_credentials(selection: Selection) -> Credentials:
         auth_header=auth_header,
         namespace=selection.namespace or namespace,
         namespace_explicit=selection.namespace is not None,
-        proxy=_proxy_for(str(config.host), config.proxy, getattr(config, "no_proxy", None)),
         configuration=config,
+        proxy=_proxy_for(str(config.host), config.proxy, getattr(config, "no_proxy", None)),
     )
 
 
@@ -175,8 +175,6 @@ class KubeClient:
     def _client(self) -> shared.Kube:
         if self._rest is None:
             configuration = self.credentials.configuration
-            if configuration is None:
-                raise VirtctlError("no cluster configuration loaded", ExitCode.CONFIG)
             configuration.proxy = self.credentials.proxy
             self._rest = shared.Kube(ApiClient(configuration), user_agent=USER_AGENT)
         return self._rest
