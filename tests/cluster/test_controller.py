@@ -418,13 +418,19 @@ def test_a_controller_killed_midway_through_20_vms_leaves_exactly_20_vmis_and_20
     names = [f"vm-{i:02d}" for i in range(20)]
     for name in names:
         create_vm(kube, namespace, vm_manifest(name))
-    first = start_controller("--workers=1")
-    wait_for(
-        lambda: kube.list_objects(VIRTUAL_MACHINE_INSTANCES, namespace), "the first VMI", log=first.log, every=0.05
-    )
-    first.stop(signal.SIGKILL)
-    pods_before = len(kube.list_objects(PODS, namespace))
-    assert pods_before < 20, "the kill should land midway"
+
+    def created() -> int:
+        return len(kube.list_objects(VIRTUAL_MACHINE_INSTANCES, namespace)) + len(kube.list_objects(PODS, namespace))
+
+    # Kill -9 right after it made progress, three times over, then let a last one finish.
+    seen = [0]
+    for _ in range(3):
+        killed = start_controller("--workers=1")
+        wait_for(lambda: created() > seen[-1], "progress", log=killed.log, every=0.05)
+        killed.stop(signal.SIGKILL)
+        seen.append(created())
+    print(f"killed after {seen[1:]} of 40 VMIs and pods were created")
+    assert 0 < seen[1] < 40, "the kills should land midway"
     second = start_controller()
 
     def all_there() -> bool:
