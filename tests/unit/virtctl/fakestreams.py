@@ -45,6 +45,8 @@ class FakeStreams:
         """Answers to plain GETs, by path (e.g. a VMI that port-forward checks)."""
         self.received: list[bytes] = []
         self.connected = threading.Event()
+        self.go_on = threading.Event()
+        """Set by the test when a handler waiting in :meth:`proceed` may continue."""
         self.loop = asyncio.new_event_loop()
         self._server: Server | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -89,6 +91,10 @@ class FakeStreams:
         status = {"kind": "Status", "apiVersion": "v1", "code": code, "reason": "Conflict", "message": message}
         self.refusals += [(code, status)] * times
 
+    async def proceed(self) -> None:
+        """Wait until the test says so (e.g. once it saw the terminal turn raw)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.go_on.wait, 30)
+
     async def record(self, ws: ServerConnection, until: bytes | None = None) -> None:
         """Collect what the client sends (until ``until`` arrives, or the client goes away)."""
         with contextlib.suppress(ConnectionClosed):
@@ -98,6 +104,8 @@ class FakeStreams:
                     return
 
     def stop(self) -> None:
+        self.go_on.set()
+
         async def shutdown() -> None:
             if self._server is not None:
                 self._server.close()

@@ -6,7 +6,6 @@ Ctrl+], the server closing, another client taking over, the connection dropping,
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pty
 import select
@@ -145,12 +144,13 @@ def test_bytes_flow_both_ways_and_ctrl_bracket_leaves(streams: FakeStreams, cons
 def test_taken_over_by_another_client(streams: FakeStreams, console: type[Session]) -> None:
     async def server(ws: ServerConnection) -> None:
         await ws.send(b"booting\r\n")
-        await asyncio.sleep(0.3)
+        await streams.proceed()
         await ws.close(4000, "console session taken over by another client")
 
     streams.handler = server
     session = console()
     session.wait_raw()
+    streams.go_on.set()
     assert session.wait() == ExitCode.TAKEN_OVER
     assert b"was taken over by another client" in session.output
     assert session.settings() == session.before
@@ -158,12 +158,13 @@ def test_taken_over_by_another_client(streams: FakeStreams, console: type[Sessio
 
 def test_server_closes_the_console(streams: FakeStreams, console: type[Session]) -> None:
     async def server(ws: ServerConnection) -> None:
-        await asyncio.sleep(0.3)
+        await streams.proceed()
         await ws.close(1000, "VMI stopped")
 
     streams.handler = server
     session = console()
     session.wait_raw()
+    streams.go_on.set()
     assert session.wait() == ExitCode.OK
     assert b"closed by the server: VMI stopped" in session.output
     assert session.settings() == session.before
@@ -171,12 +172,13 @@ def test_server_closes_the_console(streams: FakeStreams, console: type[Session])
 
 def test_connection_dropped(streams: FakeStreams, console: type[Session]) -> None:
     async def server(ws: ServerConnection) -> None:
-        await asyncio.sleep(0.3)
+        await streams.proceed()
         ws.transport.abort()
 
     streams.handler = server
     session = console()
     session.wait_raw()
+    streams.go_on.set()
     assert session.wait() == ExitCode.ERROR
     assert b"lost the console connection" in session.output
     assert session.settings() == session.before
