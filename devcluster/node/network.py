@@ -191,12 +191,13 @@ async def setup_pod(cfg: NetworkConfig, instance: str, pod_uid: str, address: ip
     veth = host_veth(instance, pod_uid)
     await teardown_pod(instance, pod_uid)
     try:
-        await ip("netns", "add", name)
         await ip(
             "-batch",
             "-",
             stdin=(
-                f"link add {veth} type veth peer name eth0 netns {name}\nlink set dev {veth} master {cfg.bridge} up\n"
+                f"netns add {name}\n"
+                f"link add {veth} type veth peer name eth0 netns {name}\n"
+                f"link set dev {veth} master {cfg.bridge} up\n"
             ),
         )
         await ip(

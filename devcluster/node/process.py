@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
+import marshal
 import os
 import secrets
 import signal
@@ -239,10 +239,10 @@ async def _read_until_eof(fd: int, limit: float) -> bytes:
 
 async def start(spec: ExecSpec, *, spec_dir: Path, log_path: Path, cgroup: Path | None) -> ContainerProcess:
     """Start the container; returns once its command has been exec'd, raises ContainerStartError if it was not."""
-    spec_path = spec_dir / f".exec-{secrets.token_hex(6)}.json"
+    spec_path = spec_dir / f".exec-{secrets.token_hex(6)}.spec"
     fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(spec.to_json(cgroup), fh)
+    with os.fdopen(fd, "wb") as fh:
+        marshal.dump(spec.to_json(cgroup), fh)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -285,9 +285,6 @@ async def start(spec: ExecSpec, *, spec_dir: Path, log_path: Path, cgroup: Path 
         spec_path.unlink(missing_ok=True)
     if report:
         await proc.wait()
-        try:
-            failure = json.loads(report.splitlines()[0])
-            raise ContainerStartError(str(failure["reason"]), str(failure["message"]))
-        except (ValueError, KeyError, IndexError):
-            raise ContainerStartError("RunContainerError", report.decode(errors="replace").strip()) from None
+        reason, _, message = report.decode(errors="replace").partition("\t")
+        raise ContainerStartError(reason or "RunContainerError", message.strip())
     return proc
