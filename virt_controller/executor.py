@@ -8,6 +8,7 @@ next reconcile writes into the object's status (a VM's Failure condition, a VMI'
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -118,8 +119,16 @@ def execute(
 ) -> Result:
     """Carry out ``plan``; ``on_write(verb, resource)`` is told of every write that reached the apiserver."""
     result = Result(Outcome.DONE)
-    for index, action in enumerate(plan.actions):
+    versions: dict[tuple[str, str, str], str] = {}  # resourceVersions this plan's own writes produced
+    for index, planned in enumerate(plan.actions):
         result.completed = index
+        action = planned
+        if isinstance(planned, MergePatch) and planned.resource_version is not None:
+            own = versions.get((planned.resource.plural, planned.namespace, planned.name))
+            if own is not None:
+                # The precondition was on the observed version; this plan has since changed the object
+                # itself (e.g. added a finalizer), so the version to expect is the one it produced.
+                action = dataclasses.replace(planned, resource_version=own)
         try:
             answer = _apply(kube, action, component)
         except (AlreadyExistsError, ConflictError, InvalidError) as exc:
@@ -138,6 +147,11 @@ def execute(
             return _failed(result, action, exc)
         if answer is not None:
             result.objects.append(answer)
+            meta = answer.get("metadata") or {}
+            if meta.get("resourceVersion") and not isinstance(action, Event):
+                versions[(action.resource.plural, str(meta.get("namespace") or ""), str(meta.get("name")))] = str(
+                    meta["resourceVersion"]
+                )
             if isinstance(action, Create):
                 result.created.append(answer)
         if on_write is not None and not isinstance(action, Event):

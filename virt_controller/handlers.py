@@ -2,10 +2,11 @@
 
 kopf lists and watches VMs, VMIs, VMI replica sets, launcher pods (server-side label selector) and
 claims. Each handler only passes the object on to :meth:`Controller.observe`: the indexing handlers
-take every listed, added or modified object (kopf calls them first, and holds the event handlers back
-until every kind has been listed, which is how the controller knows its cache is complete), and the
-event handlers take deletions. There are no create/update handlers, so kopf writes nothing to the
-objects: no finalizers, no progress annotations.
+take every listed, added or modified object, and the event handlers take deletions. kopf calls
+indexing handlers first and holds every event handler back until each indexed kind has been listed;
+an event handler on namespaces (which always exist) therefore tells the controller that its cache is
+complete. There are no create/update handlers, so kopf writes nothing to the objects: no finalizers,
+no progress annotations.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ def register(registry: kopf.OperatorRegistry, controller: Controller, kube: Kube
 
     for kind, (group, version, plural) in WATCHED.items():
         _register_kind(registry, controller, kind, group, version, plural)
+
+    # Namespaces always exist, so this fires as soon as kopf lets event handlers run, which it does once
+    # every indexed kind has been listed: the cache is complete even if there is nothing in it.
+    @kopf.on.event("", "v1", "namespaces", id="cache-synced", registry=registry)
+    async def cache_synced(**_: Any) -> None:
+        controller.synced.set()
 
 
 def _register_kind(

@@ -20,15 +20,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from podvirt_common.kube import LEASES, AlreadyExistsError, ApiError, ConflictError, Kube, NotFoundError
+from podvirt_common.kube import (
+    LEASES,
+    AlreadyExistsError,
+    ApiError,
+    ConflictError,
+    Kube,
+    NotFoundError,
+    format_micro_time,
+)
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-
-
-def micro_time(moment: datetime) -> str:
-    """A meta/v1 MicroTime string."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def next_lease(
     duration = float(spec.get("leaseDurationSeconds") or config.duration)
     if holder and holder != config.identity and mono < seen.since + duration:
         return None
-    stamp = micro_time(now)
+    stamp = format_micro_time(now)
     taking_over = holder != config.identity
     return {
         "holderIdentity": config.identity,
@@ -143,7 +146,11 @@ class LeaderElector:
             if (lease.get("spec") or {}).get("holderIdentity") != cfg.identity:
                 return
             patch = {
-                "spec": {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": micro_time(datetime.now(UTC))}
+                "spec": {
+                    "holderIdentity": None,
+                    "leaseDurationSeconds": 1,
+                    "renewTime": format_micro_time(datetime.now(UTC)),
+                }
             }
             self.kube.merge_patch(
                 LEASES, cfg.name, patch, cfg.namespace, resource_version=lease["metadata"]["resourceVersion"]

@@ -180,15 +180,6 @@ def reconcile_vmi(
         wanted.pop("phase")
     patch = status_patch(status, wanted)
 
-    if label_node is not None and objects.labels(vmi).get(names.NODE_NAME_LABEL) != label_node:
-        actions.append(
-            MergePatch(
-                VIRTUAL_MACHINE_INSTANCES,
-                objects.namespace(vmi),
-                objects.name(vmi),
-                {"metadata": {"labels": {names.NODE_NAME_LABEL: label_node}}},
-            )
-        )
     if patch:
         write = MergePatch(
             VIRTUAL_MACHINE_INSTANCES,
@@ -202,6 +193,17 @@ def reconcile_vmi(
         actions = [write, *actions] if sync_error is not None else [*actions, write]
         if event is not None and _new_problem(status, patch, event):
             actions.append(event)
+    # The node label goes on after the status says Scheduled: the node handler, which selects VMIs by
+    # this label, then finds the VMI complete.
+    if label_node is not None and objects.labels(vmi).get(names.NODE_NAME_LABEL) != label_node:
+        actions.append(
+            MergePatch(
+                VIRTUAL_MACHINE_INSTANCES,
+                objects.namespace(vmi),
+                objects.name(vmi),
+                {"metadata": {"labels": {names.NODE_NAME_LABEL: label_node}}},
+            )
+        )
     return Plan(actions, requeue)
 
 

@@ -82,8 +82,8 @@ def test_a_pod_scheduled_and_started_quickly_takes_the_vmi_straight_to_scheduled
     assert [p["phase"] for p in status["phaseTransitionTimestamps"]] == ["Pending", "Scheduled"]
     assert world.vmi()["metadata"]["labels"][names.NODE_NAME_LABEL] == "node-2"
     assert world.api.writes[writes_before:] == [
-        ("patch", "virtualmachineinstances"),
         ("patch", "virtualmachineinstances/status"),
+        ("patch", "virtualmachineinstances"),
     ]
 
 
@@ -352,8 +352,8 @@ def test_vm_to_scheduled_vmi_takes_five_writes() -> None:
         ("create", "virtualmachineinstances"),
         ("patch", "virtualmachines/status"),
         ("create", "pods"),
-        ("patch", "virtualmachineinstances"),
         ("patch", "virtualmachineinstances/status"),
+        ("patch", "virtualmachineinstances"),
     ]
     assert world.vm()["status"]["printableStatus"] == "Starting"
     assert world.vmi()["status"]["phase"] == "Scheduled"
@@ -377,3 +377,16 @@ def test_printable_status_follows_the_vmi() -> None:
     assert printable_status(vm, vmi("Failed"), "Manual", None, now) == "Stopped"
     assert printable_status(vm, None, "Halted", None, now) == "Stopped"
     assert printable_status(vm, None, "Always", None, now) == "Starting"
+
+
+def test_a_plan_that_changes_the_vmi_twice_does_not_trip_over_its_own_first_write() -> None:
+    """Finalizer patch then status patch: the status write expects the version the first write made."""
+    world = World()
+    world.add_vmi(domain={"devices": {}})  # no memory: finalizer and a FailedCreate status in one plan
+    plan = world.plan_vmi()
+    assert [type(a).__name__ for a in plan.writes] == ["JSONPatch", "MergePatch"]
+    assert execute(world.api, plan).outcome is Outcome.DONE
+    assert [w for w in world.api.writes if w[0] == "patch"] == [
+        ("patch", "virtualmachineinstances"),
+        ("patch", "virtualmachineinstances/status"),
+    ]
