@@ -14,7 +14,19 @@ store (:mod:`devcluster.images`). It keeps the kubelet's directory layout under 
     <root>/ipam/<ip>                                               address leases
     <root>/processes.json                                          running containers' process groups
 
-There is no kubelet API (no ``kubectl logs``/``exec``/``port-forward``): read the log files.
+There is no kubelet API (no ``kubectl logs``/``exec``/``port-forward``): read the log files
+(:func:`devcluster.node.logs.container_log`).
+
+What it does not do (honestly): it ignores container images and runs commands from the host
+(a command that is not installed here fails with ``StartError``); there is no PID or IPC
+namespace, no cgroup limits (requests and limits are not enforced, cgroups only track and kill),
+no capability dropping or seccomp (``runAsUser``/``runAsGroup``/``allowPrivilegeEscalation`` are
+honoured), no DNS, no Services (no kube-proxy: ClusterIPs do not answer; the apiserver is relayed
+to ``127.0.0.1`` in every pod), no persistentVolumeClaim/CSI volumes, no ConfigMap/Secret volume
+updates after start (tokens are refreshed), no preStop/postStart hooks, no gRPC probes, no
+``node-role`` label (NodeRestriction refuses it from the node itself). A ``mountPath`` that does
+not exist on the host is created there as an empty directory (or file) to mount on, and left in
+place; so is ``/dev/termination-log``. Pods do not survive a restart of the agent (see ``agent``).
 Module map: ``agent`` (Node, Lease, pod watch, restart recovery), ``pod`` (one pod's life),
 ``status`` (pure status computation), ``env``, ``volumes``, ``network``, ``apirelay``,
 ``process`` and ``_exec`` (starting and killing containers), ``api`` (the HTTP client).

@@ -146,3 +146,20 @@ def test_a_killed_agent_reports_the_pods_it_lost_after_its_restart(cluster: Clus
     assert dt.datetime.fromisoformat(heartbeat["lastHeartbeatTime"].replace("Z", "+00:00")) > dt.datetime.now(
         dt.UTC
     ) - dt.timedelta(minutes=2)
+
+
+def test_pods_keep_running_and_new_ones_start_across_an_apiserver_restart(cluster: Cluster, ns: str) -> None:
+    node = cluster.nodes[0]
+    cluster.kubectl("create", "-f", "-", input=_sleeper(ns, "before", node))
+    pid = _running_pid(cluster, ns, "before")
+    cluster.restart_component("kube-apiserver")
+    wait_for(lambda: cluster.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, 60, "the apiserver")
+    # Each agent's watch reconnects and picks up what happened while the apiserver was away.
+    wait_for(
+        lambda: cluster.kubectl("create", "-f", "-", input=_sleeper(ns, "after", node), check=False).returncode == 0,
+        30,
+        "creating a pod after the restart",
+    )
+    _running_pid(cluster, ns, "after")
+    assert _alive(pid)
+    assert get(cluster, "pod", "-n", ns, "before")["status"]["phase"] == "Running"
