@@ -82,7 +82,9 @@ def test_container_disk_gets_a_qcow2_overlay_over_the_read_only_image(layout: Po
     qemu_img("create", "-q", "-f", "qcow2", str(disk_dir / "os.qcow2"), "64M")
     source = resolve(layout, {"name": "root", "containerDisk": {"image": "img"}})
     assert (source.format, source.backing.format, source.backing.readonly) == ("qcow2", "qcow2", True)
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", source.path], capture_output=True).stdout)
+    info = json.loads(
+        subprocess.run(["qemu-img", "info", "--output=json", source.path], capture_output=True, check=True).stdout
+    )
     assert info["virtual-size"] == 64 << 20
     assert info["full-backing-filename"] == str(disk_dir / "os.qcow2")
 
