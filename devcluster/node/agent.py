@@ -432,9 +432,12 @@ class NodeAgent:
         worker.task = asyncio.create_task(worker.run())
 
     def _on_deleted(self, pod: dict[str, Any]) -> None:
-        worker = self.workers.get(pod["metadata"]["uid"])
+        uid = pod["metadata"]["uid"]
+        worker = self.workers.get(uid)
         if worker is not None:
             worker.end(Ending.REMOVED)
+        else:
+            self._finished_uids.discard(uid)  # no event follows a deletion
 
     async def _report_lost(self, pod: dict[str, Any], delete: bool) -> None:
         key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"

@@ -135,7 +135,20 @@ class PodWorker:
     async def run(self) -> None:
         writer = asyncio.create_task(self._status_writer())
         try:
-            await self._live()
+            try:
+                await self._live()
+            except Exception as exc:
+                # A bug or a broken host must not leave the pod claiming to run: fail it, visibly.
+                log.exception("pod worker failed", extra={"pod": self.key})
+                for proc in list(self.processes.values()):
+                    proc.kill_all()
+                self._final_records()
+                self.facts = replace(
+                    self.facts,
+                    forced_phase="Failed",
+                    reason="NodeAgentError",
+                    message=f"the devcluster stand-in node agent failed to run this pod: {type(exc).__name__}: {exc}",
+                )
             await self._teardown_sandbox()
             if self.ending is None:
                 await self._flush_status()
@@ -145,10 +158,7 @@ class PodWorker:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("pod worker failed", extra={"pod": self.key})
-            for proc in list(self.processes.values()):
-                proc.kill_all()
-            await self._teardown_sandbox()
+            log.exception("pod clean-up failed", extra={"pod": self.key})
         finally:
             writer.cancel()
             self.ctx.forget(self.uid)
