@@ -13,7 +13,8 @@ Defaults (KubeVirt's, for what podvirt implements):
 - a ``default`` pod network with a masquerade interface when neither interfaces nor networks are given
   (unless ``autoattachPodInterface: false``);
 - a disk for every volume that has none; a disk is a ``disk`` unless it says cdrom or lun; buses
-  virtio (disk), sata (cdrom), scsi (lun); CD-ROMs read-only with a closed tray;
+  virtio (disk), sata (cdrom), scsi (lun); CD-ROMs read-only with a closed tray; ``cache: none`` for
+  ``io: native`` (which needs it);
 - ``autoattachSerialConsole: true``; tablet inputs on USB; watchdog action ``reset``;
 - ``terminationGracePeriodSeconds: 180``;
 - VirtualMachine: ``runStrategy: Halted`` when neither it nor the deprecated ``running`` is set;
@@ -36,6 +37,8 @@ from kubevirt_types import (
     Disk,
     DiskBus,
     DiskTarget,
+    DriverCache,
+    DriverIO,
     InputBus,
     Interface,
     InterfaceMasquerade,
@@ -65,7 +68,11 @@ Patch = list[dict[str, Any]]
 
 def default_vmi_spec(spec: VirtualMachineInstanceSpec) -> VirtualMachineInstanceSpec:
     """A copy of ``spec`` with KubeVirt's defaults filled in."""
-    spec = spec.model_copy(deep=True)
+    return _fill_in(spec.model_copy(deep=True))
+
+
+def _fill_in(spec: VirtualMachineInstanceSpec) -> VirtualMachineInstanceSpec:
+    """Fill in the defaults in place (for a model parsed just for this)."""
     domain = spec.domain
     if domain.machine is None:
         domain.machine = Machine()
@@ -153,6 +160,8 @@ def _default_disks(spec: VirtualMachineInstanceSpec) -> None:
             _default_cdrom(disk.cdrom)
         if disk.lun is not None and disk.lun.bus is None:
             disk.lun.bus = DiskBus.SCSI
+        if disk.io == DriverIO.NATIVE and disk.cache is None:
+            disk.cache = DriverCache.NONE  # native I/O is only possible without the host page cache
     if disks:
         devices.disks = disks
 
@@ -170,7 +179,26 @@ def _default_cdrom(cdrom: CDRomTarget) -> None:
 
 
 def _diff(before: Any, after: Any, prefix: str) -> Patch:
-    operations: Patch = jsonpatch.make_patch(before, after).patch
+    """RFC 6902 operations turning ``before`` into ``after``, with paths under ``prefix``.
+
+    Objects are walked key by key, skipping equal subtrees (a C-speed comparison), so the cost follows
+    what the defaults changed rather than the size of the spec; lists and values are diffed by jsonpatch.
+    """
+    if before == after:
+        return []
+    if isinstance(before, dict) and isinstance(after, dict):
+        operations: Patch = []
+        for key, value in after.items():
+            path = f"{prefix}/{_escape(key)}"
+            if key not in before:
+                operations.append({"op": "add", "path": path, "value": value})
+            elif before[key] != value:
+                operations += _diff(before[key], value, path)
+        operations += [{"op": "remove", "path": f"{prefix}/{_escape(key)}"} for key in before if key not in after]
+        return operations
+    if not isinstance(before, list) or not isinstance(after, list):
+        return [{"op": "replace", "path": prefix, "value": after}]
+    operations = jsonpatch.make_patch(before, after).patch
     for op in operations:
         op["path"] = prefix + op["path"]
         if "from" in op:
@@ -183,7 +211,7 @@ def _template_spec_patch(
 ) -> Patch:
     if spec is None or raw_template_spec is None:
         return []
-    return _diff(raw_template_spec, to_wire(default_vmi_spec(spec)), at)
+    return _diff(raw_template_spec, to_wire(_fill_in(spec)), at)
 
 
 def vmi_patch(obj: dict[str, Any]) -> Patch:
@@ -192,7 +220,7 @@ def vmi_patch(obj: dict[str, Any]) -> Patch:
         vmi = VirtualMachineInstance.model_validate(obj)
     except ValidationError:
         return []
-    return _diff(obj.get("spec"), to_wire(default_vmi_spec(vmi.spec)), "/spec")
+    return _diff(obj.get("spec"), to_wire(_fill_in(vmi.spec)), "/spec")
 
 
 def vm_patch(obj: dict[str, Any]) -> Patch:

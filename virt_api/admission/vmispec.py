@@ -138,9 +138,13 @@ def _disks(spec: VirtualMachineInstanceSpec, at: FieldPath) -> list[FieldError]:
                         "expected domain:bus:slot.function, e.g. 0000:81:01.0",
                     )
                 )
-        if disk.io == DriverIO.NATIVE and disk.cache not in (None, DriverCache.NONE):
+        if disk.io == DriverIO.NATIVE and disk.cache != DriverCache.NONE:
             errors.append(
-                invalid(path / "io", "native", f"native I/O needs cache none (QEMU refuses it with cache {disk.cache})")
+                invalid(
+                    path / "io",
+                    "native",
+                    f"native I/O needs cache: none (QEMU refuses it with cache {disk.cache or 'unset'})",
+                )
             )
         if disk.serial is not None and (len(disk.serial) > 36 or not re.fullmatch(r"[A-Za-z0-9_.+-]*", disk.serial)):
             errors.append(invalid(path / "serial", disk.serial, "at most 36 letters, digits and _ . + -"))
