@@ -174,6 +174,8 @@ async def serve(args: argparse.Namespace) -> None:
         server_header=False,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
+        ws_max_size=1024 * 1024,  # console and VNC input are keystrokes and pointer events
+        # The apiserver keeps webhook connections open; closing them early costs a TLS handshake per review.
         timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)

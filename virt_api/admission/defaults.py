@@ -25,6 +25,7 @@ Defaults (KubeVirt's, for what podvirt implements):
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import jsonpatch
@@ -64,6 +65,7 @@ DEFAULT_GRACE_PERIOD_SECONDS = 180
 VMI_NAME_LABEL = "kubevirt.io/vmi-name"
 
 Patch = list[dict[str, Any]]
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 
 def default_vmi_spec(spec: VirtualMachineInstanceSpec) -> VirtualMachineInstanceSpec:
@@ -256,8 +258,8 @@ def migration_patch(obj: dict[str, Any]) -> Patch:
     except ValidationError:
         return []
     labels = migration.metadata.labels or {}
-    if labels.get(VMI_NAME_LABEL) == migration.spec.vmi_name:
-        return []
+    if labels.get(VMI_NAME_LABEL) == migration.spec.vmi_name or not _LABEL_VALUE.match(migration.spec.vmi_name):
+        return []  # already there, or a name too long to be a label value (validation judges the name)
     if migration.metadata.labels is None:
         return [{"op": "add", "path": "/metadata/labels", "value": {VMI_NAME_LABEL: migration.spec.vmi_name}}]
     return [{"op": "add", "path": "/metadata/labels/" + _escape(VMI_NAME_LABEL), "value": migration.spec.vmi_name}]

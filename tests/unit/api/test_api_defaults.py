@@ -192,3 +192,14 @@ def test_defaulting_any_spec_is_idempotent_and_keeps_it_parseable(spec: kt.Virtu
     once = defaulted(obj)
     kt.VirtualMachineInstance.model_validate(once)
     assert defaults.vmi_patch(once) == []
+
+
+def test_a_vmi_name_too_long_for_a_label_gets_no_label_rather_than_a_broken_patch() -> None:
+    long_name = "v" * 100
+    migration = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstanceMigration",
+        "metadata": {"name": "m"},
+        "spec": {"vmiName": long_name},
+    }
+    assert defaults.migration_patch(migration) == []
