@@ -221,6 +221,8 @@ def test_deleting_a_running_pod_kills_its_process_group_within_the_grace_period(
     while "escaped=" not in log_of(cluster, p, "main") and time.monotonic() < deadline:
         time.sleep(0.05)
     escaped = int(log_of(cluster, p, "main").split("escaped=")[1].split()[0])
+    while escaped in group_members(pid) and time.monotonic() < deadline:  # until `setsid` has run
+        time.sleep(0.05)
     assert len(group_members(pid)) >= 2
     assert escaped not in group_members(pid) and running(escaped)
     start = time.monotonic()

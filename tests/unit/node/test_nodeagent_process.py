@@ -127,6 +127,10 @@ def test_stop_sends_sigterm_then_kills_group_and_cgroup_after_the_grace_period(
                 break
             await asyncio.sleep(0.02)
         escaped = int((tmp_path / "escaped").read_text())
+        for _ in range(250):  # until `setsid` has run in the background child
+            if os.getpgid(escaped) != proc.pid:
+                break
+            await asyncio.sleep(0.01)
         assert os.getpgid(escaped) != proc.pid
         loop = asyncio.get_running_loop()
         start = loop.time()
