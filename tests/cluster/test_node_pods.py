@@ -233,7 +233,7 @@ def test_deleting_a_running_pod_kills_its_process_group_within_the_grace_period(
     elapsed = time.monotonic() - start
     assert group_members(pid) == []
     assert not running(escaped)
-    assert 1.8 <= elapsed <= 6.0, elapsed  # SIGKILL came after the 2 s grace period, not much later
+    assert 1.8 <= elapsed <= 8.0, elapsed  # SIGKILL came after the 2 s grace period, not much later
 
 
 def test_a_pod_that_handles_sigterm_goes_at_once(cluster: Cluster, ns: str) -> None:
