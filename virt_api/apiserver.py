@@ -13,8 +13,10 @@ import functools
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+import urllib3
+
 from podvirt_common import kube as k
-from virt_api.status import StatusError
+from virt_api.status import StatusError, unavailable
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -73,14 +75,16 @@ class KubeApiServer:
             return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
         except k.ApiError as exc:
             raise _status_error(exc) from exc
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise unavailable(f"virt-api cannot reach the Kubernetes API server: {exc}") from exc
 
     async def _get_or_none(self, resource: k.Resource, name: str, namespace: str | None) -> Obj | None:
         try:
-            return await asyncio.to_thread(self.kube.get, resource, name, namespace)
-        except k.NotFoundError:
-            return None
-        except k.ApiError as exc:
-            raise _status_error(exc) from exc
+            return await self._call(self.kube.get, resource, name, namespace)
+        except StatusError as exc:
+            if exc.code == 404:
+                return None
+            raise
 
     async def get_vmi(self, namespace: str, name: str) -> Obj | None:
         return await self._get_or_none(k.VIRTUAL_MACHINE_INSTANCES, name, namespace)

@@ -158,8 +158,8 @@ async def serve(args: argparse.Namespace) -> None:
                 fresh = await read_requestheader(apiserver)
                 serving.trust_client_ca(fresh.client_ca)
                 current_header[0] = fresh
-            except (StatusError, ValueError, OSError) as exc:
-                log.warning("could not refresh certificates or the front proxy's configuration: %s", exc)
+            except Exception:  # keep rotating whatever one attempt ran into; the next may succeed
+                log.exception("could not refresh certificates, registration or the front proxy's configuration")
 
     config = uvicorn.Config(
         app,

@@ -215,6 +215,10 @@ def test_discovery_lists_the_subresources(cluster: Cluster, virt_api: VirtApiPro
     assert version["gitVersion"].startswith("v")
     health = json.loads(cluster.kubectl("get", "--raw", "/apis/subresources.kubevirt.io/v1alpha3/healthz").stdout)
     assert health == {"apiserver": "ok", "restapiserver": "ok"}
+    # Discovery of the whole server is complete (an unavailable aggregated API would be reported here);
+    # like KubeVirt's, the group lists only subresources, which kubectl api-resources does not print.
+    everything = kubectl(cluster, "api-resources")
+    assert everything.returncode == 0 and "subresources.kubevirt.io" not in everything.stderr
 
 
 def test_start_and_stop_rewrite_the_run_strategy(cluster: Cluster, virt_api: VirtApiProcess) -> None:
