@@ -5,7 +5,11 @@ Each test boots a real QEMU (TCG here) and checks what the guest itself prints o
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -13,7 +17,7 @@ import pytest
 
 from virt_launcher.runtime.client import LauncherClientError
 
-from .harness import LauncherRun, pid_alive, tiny_vmi
+from .harness import REPO, LauncherRun, pid_alive, tiny_vmi
 
 pytestmark = pytest.mark.vm
 
@@ -38,6 +42,48 @@ def test_kernel_boot_console_shows_output_and_runs_typed_commands(launcher: Make
     assert (info["phase"], info["state"], info["name"]) == ("Running", "Running", "vmtest_kboot")
     assert run.client.stats()["cpu"]["timeNs"] > 0
     assert "Started/Booted" in event_types(run)
+
+
+def test_vnc_socket_speaks_rfb_and_a_guest_without_agent_says_so(launcher: MakeLauncher) -> None:
+    run = launcher()
+    run.add_kernel_boot()
+    vmi = tiny_vmi("vnc")
+    vmi["spec"]["domain"]["devices"]["autoattachGraphicsDevice"] = True
+    run.start(vmi)
+    run.wait_running()
+    with socket.socket(socket.AF_UNIX) as vnc:
+        vnc.settimeout(10)
+        vnc.connect(str(run.sockets / "vnc.sock"))
+        assert vnc.recv(12).startswith(b"RFB 003.")
+    with pytest.raises(LauncherClientError) as exc:
+        run.client.guest_info()
+    assert (exc.value.status, exc.value.reason) == (503, "AgentUnavailable")
+
+
+def test_launcher_shuts_the_guest_down_when_its_parent_dies(launcher: MakeLauncher) -> None:
+    run = launcher()
+    run.add_kernel_boot()
+    vmi_file = run.base / "vmi.json"
+    vmi_file.write_text(json.dumps(tiny_vmi("orphaned", terminationGracePeriodSeconds=2)))
+    run.domain_name = "vmtest_orphaned"
+    # A parent that starts the launcher and then sleeps, standing in for the container runtime.
+    argv = [sys.executable, "-m", "virt_launcher", "--sockets-dir", str(run.sockets), "--private-dir",
+            str(run.private), "--volumes-dir", str(run.volumes), "--cache-dir", str(run.cache_dir), "--vmi",
+            str(vmi_file)]  # fmt: skip
+    script = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(600)"
+    parent = subprocess.Popen([sys.executable, "-c", script, *argv], cwd=REPO)
+    try:
+        run.wait_for_socket()
+        qemu = run.wait_running()
+        launcher_pid = run.client.ping()["pid"]
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while pid_alive(launcher_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(launcher_pid), "the launcher outlived its parent"
+    assert run.wait_qemus_gone(10) == [] and not pid_alive(qemu)
 
 
 def test_a_new_console_client_replaces_the_old_one(launcher: MakeLauncher) -> None:

@@ -10,7 +10,6 @@ Exit codes (the pod's outcome, read by the handler and the controller):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -67,7 +66,8 @@ def _default_timer(seconds: float, action: Callable[[], None]) -> threading.Time
 
 
 def spec_digest(vmi: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(vmi.get("spec"), sort_keys=True).encode()).hexdigest()
+    """The spec in a canonical form; compared, not hashed (hashlib would cost the launcher ~1 MiB)."""
+    return json.dumps(vmi.get("spec"), sort_keys=True, separators=(",", ":"))
 
 
 @dataclass
