@@ -34,9 +34,9 @@ from devcluster.node.api import ApiError, KubeClient, load_kubeconfig
 from devcluster.node.backoff import Clock, SystemClock
 from devcluster.node.config import NodeConfig
 from devcluster.node.context import NodeContext, write_json_atomic
-from devcluster.node.pod import Ending, PodWorker, lost_pod_status
+from devcluster.node.pod import Ending, PodWorker
 from devcluster.node.process import Cgroups
-from devcluster.node.status import TERMINAL_PHASES, rfc3339
+from devcluster.node.status import TERMINAL_PHASES, lost_pod_status, rfc3339
 
 log = logging.getLogger("devcluster.node")
 AGENT_VERSION = "0.1.0"

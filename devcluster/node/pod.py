@@ -19,13 +19,12 @@ import datetime as dt
 import enum
 import logging
 import shutil
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from devcluster.node import containers, network, process
 from devcluster.node import env as envmod
-from devcluster.node import network, process
 from devcluster.node.api import ApiError
 from devcluster.node.apirelay import ApiRelay, open_relay
 from devcluster.node.backoff import Backoff
@@ -49,7 +48,6 @@ log = logging.getLogger("devcluster.node")
 STATUS_DEBOUNCE = 0.2
 SANDBOX_RETRY_MAX = 30.0
 CONFIG_RETRY = 2.0
-TERMINATION_MESSAGE_LIMIT = 4096
 DEFAULT_GRACE = 30.0
 
 
@@ -333,7 +331,8 @@ class PodWorker:
         result = await proc.wait()
         del self.processes[rec.name]
         self.ctx.processes_changed()
-        message = self._termination_message(rec.name, cdir, log_path, result.exit_code)
+        spec = next(c for c in [*self.init_specs, *self.container_specs] if c["name"] == rec.name)
+        message = containers.termination_message(spec, cdir, log_path, result.exit_code)
         log.info("container %s exited with %d", rec.name, result.exit_code, extra={"pod": self.key})
         return Terminated(
             result.exit_code,
@@ -393,19 +392,6 @@ class PodWorker:
             moved.cancel()
         await proc.wait()
 
-    def _termination_message(self, name: str, cdir: Path, log_path: Path, exit_code: int) -> str:
-        spec = next((c for c in [*self.init_specs, *self.container_specs] if c["name"] == name), {})
-        try:
-            with (cdir / "termination-log").open("rb") as fh:
-                message = fh.read(TERMINATION_MESSAGE_LIMIT).decode(errors="replace")
-        except OSError:
-            message = ""
-        if not message and exit_code != 0 and spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
-            with contextlib.suppress(OSError):
-                lines = log_path.read_bytes()[-2048:].decode(errors="replace").splitlines()[-80:]
-                message = "\n".join(lines)
-        return message
-
     async def _exec_spec(self, spec: dict[str, Any], cdir: Path) -> process.ExecSpec:
         configmap_names, secret_names = envmod.referenced_objects(spec)
         fetcher = self.ctx.fetcher(self.pod)
@@ -435,41 +421,19 @@ class PodWorker:
                 f"container {spec['name']} has no command: the devcluster node agent runs host commands and "
                 f"cannot run the image {spec.get('image')!r}; set `command`",
             )
-        mounts = self.volumes.mounts(spec, env)
-        mounts.append(
-            {
-                "source": str(cdir / "termination-log"),
-                "target": spec.get("terminationMessagePath") or "/dev/termination-log",
-                "readonly": False,
-                "sub_path": None,
-                "nosuid": False,
-            }
-        )
-        pod_sc = self.spec.get("securityContext") or {}
-        sc = spec.get("securityContext") or {}
-        uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
-        gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) and not uid:
-            raise envmod.ContainerConfigError(
-                "container has runAsNonRoot and would run as root (the devcluster node agent has no image "
-                "user to fall back on; set runAsUser)"
-            )
-        groups = [int(g) for g in pod_sc.get("supplementalGroups") or []]
-        if pod_sc.get("fsGroup") is not None:
-            groups.append(int(pod_sc["fsGroup"]))
-        if uid is not None and gid is None:
-            gid = 0
+        mounts = [*self.volumes.mounts(spec, env), containers.termination_log_mount(cdir, spec)]
+        who = containers.identity(self.spec, spec)
         return process.ExecSpec(
             argv=argv,
             env=env,
             cwd=str(spec.get("workingDir") or "/"),
-            uid=int(uid) if uid is not None else None,
-            gid=int(gid) if gid is not None else None,
-            groups=groups,
+            uid=who.uid,
+            gid=who.gid,
+            groups=who.groups,
             netns=str(self._netns) if self._netns is not None else None,
             hostname=None if self.host_network else hostname,
             mounts=mounts,
-            no_new_privs=sc.get("allowPrivilegeEscalation") is False,
+            no_new_privs=who.no_new_privs,
         )
 
     # -- status ---------------------------------------------------------------------------
@@ -603,34 +567,3 @@ class PodWorker:
         except ApiError as exc:
             if exc.status not in (404, 409):
                 log.warning("deleting pod: %s", exc, extra={"pod": self.key})
-
-
-def lost_pod_status(pod: Mapping[str, Any], node: str, host_ip: str, now: Any) -> dict[str, Any]:
-    """The status patch for a pod bound here that this agent no longer runs (it restarted)."""
-    spec = pod.get("spec", {})
-    message = (
-        f"the devcluster stand-in node agent on {node} restarted; it does not adopt the processes of a previous "
-        "run, so this pod no longer runs"
-    )
-    gone = Terminated(
-        137, "ContainerStatusUnknown", now, None, "The container could not be located when the pod was terminated"
-    )
-    facts = PodFacts(
-        restart_policy=str(spec.get("restartPolicy", "Always")),
-        host_ip=host_ip,
-        pod_ip=(pod.get("status") or {}).get("podIP"),
-        forced_phase="Failed",
-        reason="NodeAgentRestarted",
-        message=message,
-        init_complete=True,
-        init_containers=[
-            ContainerRecord(c["name"], c.get("image", ""), gone) for c in spec.get("initContainers") or []
-        ],
-        containers=[ContainerRecord(c["name"], c.get("image", ""), gone) for c in spec.get("containers") or []],
-    )
-    previous = dict(pod.get("status") or {})
-    start = previous.get("startTime")
-    desired = pod_status(facts, previous, now)
-    if start:
-        desired["startTime"] = start
-    return status_patch(previous, desired)

@@ -275,3 +275,34 @@ def status_patch(last_sent: Mapping[str, Any], desired: Mapping[str, Any]) -> di
         elif last_sent.get(key) != value:
             patch[key] = value
     return patch
+
+
+def lost_pod_status(pod: Mapping[str, Any], node: str, host_ip: str, now: dt.datetime) -> dict[str, Any]:
+    """The status patch for a pod bound here that this agent no longer runs (it restarted)."""
+    spec = pod.get("spec", {})
+    message = (
+        f"the devcluster stand-in node agent on {node} restarted; it does not adopt the processes of a previous "
+        "run, so this pod no longer runs"
+    )
+    gone = Terminated(
+        137, "ContainerStatusUnknown", now, None, "The container could not be located when the pod was terminated"
+    )
+    facts = PodFacts(
+        restart_policy=str(spec.get("restartPolicy", "Always")),
+        host_ip=host_ip,
+        pod_ip=(pod.get("status") or {}).get("podIP"),
+        forced_phase="Failed",
+        reason="NodeAgentRestarted",
+        message=message,
+        init_complete=True,
+        init_containers=[
+            ContainerRecord(c["name"], c.get("image", ""), gone) for c in spec.get("initContainers") or []
+        ],
+        containers=[ContainerRecord(c["name"], c.get("image", ""), gone) for c in spec.get("containers") or []],
+    )
+    previous = dict(pod.get("status") or {})
+    start = previous.get("startTime")
+    desired = pod_status(facts, previous, now)
+    if start:
+        desired["startTime"] = start
+    return status_patch(previous, desired)
