@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import shutil
 import ssl
 import tempfile
@@ -168,7 +169,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     state = Path(tempfile.mkdtemp(prefix="podvirt-bench-api-", dir="/var/tmp"))
     config = ClusterConfig(state_dir=state, ports=Ports.random(), nodes=(), bridge=f"pvba{state.name[-6:]}")
-    figures: dict[str, Any] = {"concurrency": args.concurrency}
+    # Other work on this machine shows in every figure: say how busy it was.
+    figures: dict[str, Any] = {"concurrency": args.concurrency, "load_average_before": os.getloadavg()[0]}
     try:
         cluster = up(config)
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
@@ -190,6 +192,7 @@ def main(argv: list[str]) -> int:
     finally:
         down(state)
         shutil.rmtree(state, ignore_errors=True)
+    figures["load_average_after"] = os.getloadavg()[0]
     _results.write("api", figures)
     return 0
 
