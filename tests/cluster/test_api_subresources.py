@@ -81,6 +81,13 @@ class StandInHandler:
             while (message := await ws.receive())["type"] != "websocket.disconnect":
                 await ws.send_bytes(b"<" + (message.get("bytes") or b"") + b">")
 
+        @app.websocket("/v1/namespaces/{namespace}/virtualmachineinstances/{name}/vnc")
+        async def vnc(ws: WebSocket, namespace: str, name: str) -> None:
+            await ws.accept(subprotocol="plain.kubevirt.io")
+            await ws.send_bytes(b"RFB 003.008\n")
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+
         crt, key = self.files["handler"]
         config = uvicorn.Config(
             app,
@@ -281,7 +288,17 @@ def test_vmi_actions_reach_the_handler_of_the_vmis_node(cluster: Cluster, virt_a
     running_vmi(cluster, "acted", AgentConnected="True")
     assert put(cluster, f"{SUB}/virtualmachineinstances/acted/pause").returncode == 0
     assert put(cluster, f"{SUB}/virtualmachineinstances/acted/softreboot").returncode == 0
-    assert virt_api.handler.actions[-2:] == [f"pause {NS}/acted", f"softreboot {NS}/acted"]  # type: ignore[attr-defined]
+    assert put(cluster, f"{SUB}/virtualmachineinstances/acted/reset").returncode == 0
+    not_paused = put(cluster, f"{SUB}/virtualmachineinstances/acted/unpause")
+    assert "Error from server (Conflict)" in not_paused.stderr and "VMI is not paused" in not_paused.stderr
+    running_vmi(cluster, "acted", AgentConnected="True", Paused="True")  # what the handler would report
+    assert put(cluster, f"{SUB}/virtualmachineinstances/acted/unpause").returncode == 0
+    assert virt_api.handler.actions[-4:] == [  # type: ignore[attr-defined]
+        f"pause {NS}/acted",
+        f"softreboot {NS}/acted",
+        f"reset {NS}/acted",
+        f"unpause {NS}/acted",
+    ]
     info = json.loads(cluster.kubectl("get", "--raw", f"{SUB}/virtualmachineinstances/acted/guestosinfo").stdout)
     assert info["os"]["name"] == "busybox"
 
@@ -312,6 +329,17 @@ def test_console_bytes_cross_apiserver_virt_api_and_handler_both_ways(
         return [bytes(banner), bytes(echoed)]  # type: ignore[arg-type]
 
     assert asyncio.run(session()) == [b"\r\nbusybox login: ", b"<root\n>"]
+
+
+def test_vnc_reaches_the_handler_too(cluster: Cluster, virt_api: VirtApiProcess) -> None:
+    running_vmi(cluster, "viewer")
+
+    async def greeting() -> bytes:
+        url = f"wss://{_server(cluster)}{SUB}/virtualmachineinstances/viewer/vnc"
+        async with connect(url, ssl=_tls_to_apiserver(cluster), subprotocols=["plain.kubevirt.io"]) as ws:  # type: ignore[list-item]
+            return bytes(await ws.recv())  # type: ignore[arg-type]
+
+    assert asyncio.run(greeting()) == b"RFB 003.008\n"
 
 
 def test_a_console_to_a_vmi_that_does_not_run_is_refused_with_a_status(
