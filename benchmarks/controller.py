@@ -41,6 +41,7 @@ from benchmarks import _results
 from devcluster.cluster import Cluster, down, up
 from devcluster.config import ClusterConfig, Ports, free_port
 from podvirt_common.kube import (
+    EVENTS,
     LEASES,
     NODES,
     PODS,
@@ -157,6 +158,7 @@ class SimulatedKubelet:
 
     def __init__(self, kube: Kube, workers: int = 4) -> None:
         self.kube = kube
+        self.created: dict[str, float] = {}
         self.bound: dict[str, float] = {}
         self.stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubelet")
@@ -166,12 +168,12 @@ class SimulatedKubelet:
         version = None
         while not self.stop.is_set():
             try:
-                for kind, pod in self.kube.watch(
-                    PODS, NAMESPACE, resource_version=version, field_selector="spec.nodeName!=", timeout_seconds=30
-                ):
+                for kind, pod in self.kube.watch(PODS, NAMESPACE, resource_version=version, timeout_seconds=30):
                     version = pod.get("metadata", {}).get("resourceVersion", version)
                     if kind in ("ADDED", "MODIFIED"):
-                        self._bound(pod)
+                        self.created.setdefault(pod["metadata"]["name"], time.monotonic())
+                        if (pod.get("spec") or {}).get("nodeName"):
+                            self._bound(pod)
                     if self.stop.is_set():
                         return
             except ApiError:
@@ -215,6 +217,7 @@ class SimulatedKubelet:
 class VMIWatcher:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
+        self.created: dict[str, float] = {}
         self.scheduled: dict[str, float] = {}
         self.stop = threading.Event()
 
@@ -226,6 +229,8 @@ class VMIWatcher:
                     VIRTUAL_MACHINE_INSTANCES, NAMESPACE, resource_version=version, timeout_seconds=30
                 ):
                     version = vmi.get("metadata", {}).get("resourceVersion", version)
+                    if kind in ("ADDED", "MODIFIED"):
+                        self.created.setdefault(vmi["metadata"]["name"], time.monotonic())
                     if kind != "BOOKMARK" and (vmi.get("status") or {}).get("phase") == "Scheduled":
                         self.scheduled.setdefault(vmi["metadata"]["name"], time.monotonic())
                     if self.stop.is_set():
@@ -257,7 +262,7 @@ def wait(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def per_vmi(writes: Counter[tuple[str, str, str, str]], count: int) -> dict[str, Any]:
+def per_vmi(writes: Counter[tuple[str, str, str, str]], count: int, controller_events: int) -> dict[str, Any]:
     ok = Counter({(v, r, s): n for (v, r, s, code), n in writes.items() if code == "2xx"})
     failed = Counter({f"{v} {r}{'/' + s if s else ''} {c}": n for (v, r, s, c), n in writes.items() if c != "2xx"})
     controller = {k: n for k, n in ok.items() if k in CONTROLLER_WRITES}
@@ -269,9 +274,9 @@ def per_vmi(writes: Counter[tuple[str, str, str, str]], count: int) -> dict[str,
 
     return {
         "controller_writes_per_vmi": sum(controller.values()) / count,
-        "controller_writes_per_vmi_with_events": (sum(controller.values()) + events) / count,
+        "controller_writes_per_vmi_with_its_events": (sum(controller.values()) + controller_events) / count,
         "controller_writes": named(controller),
-        "events": events,
+        "events_all_components": events,
         "other_writes": named(others),
         "refused_writes": dict(failed),
     }
@@ -328,17 +333,28 @@ def run(vms: int, nodes: int, timeout: float, workers: int) -> dict[str, Any]:
         all_scheduled = time.monotonic() - start
         time.sleep(3)  # let trailing writes land before counting
         after = apiserver_writes(kube)
+        events = Counter(
+            f"{e.get('reportingComponent') or (e.get('source') or {}).get('component')}: {e.get('reason')}"
+            for e in kube.list_objects(EVENTS, NAMESPACE)
+        )
         loaded = proc_figures(controller.pid)
         latencies = [watcher.scheduled[n] - created_at[n] for n in names]
+
+        def last(times: dict[str, float]) -> float:
+            return max(times.values()) - start
+
         return {
             "vms": vms,
             "fake_nodes": nodes,
             "controller_workers": workers,
             "seconds_to_create_vms": created,
+            "seconds_until_all_vmis_created": last(watcher.created),
+            "seconds_until_all_pods_created": last(kubelet.created),
             "seconds_until_all_pods_bound": all_bound,
             "seconds_until_all_vmis_scheduled": all_scheduled,
             "vm_create_to_vmi_scheduled_seconds": _results.summary(latencies),
-            **per_vmi(after - before, vms),
+            **per_vmi(after - before, vms, sum(n for k, n in events.items() if k.startswith("virt-controller:"))),
+            "events_by_component": dict(sorted(events.items())),
             "controller_rss_idle_mib": idle["rss_mib"],
             "controller_rss_mib": loaded["rss_mib"],
             "controller_peak_rss_mib": loaded["peak_rss_mib"],
@@ -379,7 +395,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks controller")
     parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--nodes", type=int, default=8, help="fake nodes to schedule on")
-    parser.add_argument("--workers", type=int, default=16, help="virt-controller --workers")
+    parser.add_argument("--workers", type=int, default=32, help="virt-controller --workers")
     parser.add_argument("--timeout", type=float, default=300, help="give up after this many seconds")
     args = parser.parse_args(argv)
     figures = run(args.vms, args.nodes, args.timeout, args.workers)

@@ -96,6 +96,7 @@ class Result:
 
 Obj = dict[str, Any]
 WriteHook = Callable[[str, Resource], None]
+EventSink = Callable[[Event], None]
 
 
 def _reason(action: Action) -> str:
@@ -115,9 +116,16 @@ def _target(action: Action) -> str:
 
 
 def execute(
-    kube: KubeWriter, plan: Plan, *, component: str = "virt-controller", on_write: WriteHook | None = None
+    kube: KubeWriter,
+    plan: Plan,
+    *,
+    component: str = "virt-controller",
+    on_write: WriteHook | None = None,
+    events: EventSink | None = None,
 ) -> Result:
-    """Carry out ``plan``; ``on_write(verb, resource)`` is told of every write that reached the apiserver."""
+    """Carry out ``plan``; ``on_write(verb, resource)`` is told of every write that reached the apiserver.
+    Events go to ``events`` when given (recorded in the background, off the reconcile's path), else
+    are recorded in line."""
     result = Result(Outcome.DONE)
     versions: dict[tuple[str, str, str], str] = {}  # resourceVersions this plan's own writes produced
     for index, planned in enumerate(plan.actions):
@@ -130,6 +138,9 @@ def execute(
                 # itself (e.g. added a finalizer), so the version to expect is the one it produced.
                 action = dataclasses.replace(planned, resource_version=own)
         try:
+            if isinstance(action, Event) and events is not None:
+                events(action)
+                continue
             answer = _apply(kube, action, component)
         except (AlreadyExistsError, ConflictError, InvalidError) as exc:
             if isinstance(exc, InvalidError) and not isinstance(action, JSONPatch):

@@ -51,7 +51,7 @@ def _key_values(items: Sequence[str]) -> dict[str, str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="virt-controller", description="podvirt's cluster-wide VM controller.")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)")
-    p.add_argument("--workers", type=int, default=16, help="keys reconciled at once (default 16)")
+    p.add_argument("--workers", type=int, default=32, help="keys reconciled at once (default 32)")
     p.add_argument(
         "--metrics-address", default="0.0.0.0:8080", help="HOST:PORT for /metrics, /healthz, /readyz; '' for none"
     )

@@ -136,7 +136,7 @@ def reconcile_vmi(
             else:
                 wanted, event = _fail(vmi, now, "LauncherExited", "the launcher exited before the VMI ran")
         else:
-            conditions.extend(_pod_conditions(pod, now))
+            conditions.extend(_pod_conditions(vmi, pod, now))
             problem = _container_problem(pod)
             if problem is not None:
                 reason, message = problem
@@ -323,9 +323,15 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
     return _pod_phase(pod) == "Running" and bool(_compute_status(pod).get("ready"))
 
 
-def _pod_conditions(pod: Mapping[str, Any], now: datetime) -> list[Obj]:
+def _pod_conditions(vmi: Mapping[str, Any], pod: Mapping[str, Any], now: datetime) -> list[Obj]:
+    """The pod's PodScheduled condition, mirrored. A pod that was simply scheduled is not worth a write
+    of its own: that news rides along with the next one (Scheduled), unless the VMI shows an older
+    PodScheduled condition (say, Unschedulable) that must be corrected."""
     scheduled = find_condition(objects.status(pod).get("conditions"), "PodScheduled")
     if scheduled is None:
+        return []
+    shown = find_condition(objects.status(vmi).get("conditions"), "PodScheduled")
+    if scheduled.get("status") == "True" and shown is None and not _pod_ready(pod):
         return []
     return [
         condition("PodScheduled", str(scheduled.get("status")), now, scheduled.get("reason"), scheduled.get("message"))

@@ -20,11 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
+def no_priority(key: str) -> int:
+    return 0
+
+
 @dataclass
 class KeyQueue:
+    """``priority(key)`` orders keys that are due: lower numbers first, first come first within one."""
+
     base_delay: float = 0.05
     max_delay: float = 60.0
-    _ready: deque[str] = field(default_factory=deque)
+    priority: Callable[[str], int] = no_priority
+    _ready: dict[int, deque[str]] = field(default_factory=dict)
     _queued: set[str] = field(default_factory=set)
     _processing: set[str] = field(default_factory=set)
     _dirty: set[str] = field(default_factory=set)
@@ -37,7 +44,11 @@ class KeyQueue:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._ready.append(key)
+            level = self.priority(key)
+            if level not in self._ready:
+                self._ready[level] = deque()
+                self._ready = dict(sorted(self._ready.items()))
+            self._ready[level].append(key)
 
     def add_after(self, key: str, delay: float, now: float) -> None:
         if delay <= 0:
@@ -61,9 +72,10 @@ class KeyQueue:
         while self._later and self._later[0][0] <= now:
             _, key = heapq.heappop(self._later)
             self.add(key)
-        if not self._ready:
+        line = next((keys for keys in self._ready.values() if keys), None)
+        if line is None:
             return None
-        key = self._ready.popleft()
+        key = line.popleft()
         self._queued.discard(key)
         self._processing.add(key)
         return key
@@ -79,7 +91,7 @@ class KeyQueue:
         return float(self._later[0][0]) if self._later else None
 
     def __len__(self) -> int:
-        return len(self._ready)
+        return sum(len(keys) for keys in self._ready.values())
 
     @property
     def delayed(self) -> int:
@@ -89,8 +101,10 @@ class KeyQueue:
 class WorkQueue:
     """:class:`KeyQueue` for asyncio workers; ``get`` waits until a key is due."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.keys = KeyQueue()
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, priority: Callable[[str], int] = no_priority
+    ) -> None:
+        self.keys = KeyQueue(priority=priority)
         self.clock = clock
         self._wakeup = asyncio.Event()
 

@@ -89,3 +89,14 @@ def test_expectations_hold_the_owner_until_the_child_is_seen_or_time_is_up() -> 
     assert exp.wait_for("vm/ns/a", now=2) == 0
     exp.expect("vm/ns/b", "vmi/ns/b", now=0)
     assert exp.wait_for("vm/ns/b", now=31) == 0, "a child never seen does not block forever"
+
+
+def test_keys_come_out_by_priority_then_in_order() -> None:
+    q = KeyQueue(priority=lambda key: 0 if key.startswith("vmi/") else 1)
+    for key in ("vm/a", "vm/b", "vmi/a", "vm/c", "vmi/b"):
+        q.add(key)
+    order = []
+    while (key := q.pop(0)) is not None:
+        order.append(key)
+        q.done(key)
+    assert order == ["vmi/a", "vmi/b", "vm/a", "vm/b", "vm/c"]

@@ -390,3 +390,15 @@ def test_a_plan_that_changes_the_vmi_twice_does_not_trip_over_its_own_first_writ
         ("patch", "virtualmachineinstances"),
         ("patch", "virtualmachineinstances/status"),
     ]
+
+
+def test_a_pod_that_is_merely_bound_costs_no_write_of_its_own() -> None:
+    world = started(World())
+    world.tick(5)
+    world.settle_vmi()
+    assert vmi_status(world)["phase"] == "Scheduling"
+    world.bind()
+    assert world.plan_vmi().writes == []
+    world.container(phase="Running", ready=True)
+    world.settle_vmi()
+    assert vmi_condition(world, "PodScheduled")["status"] == "True"
