@@ -128,7 +128,7 @@ class LauncherRun:
 
     # --- the process --------------------------------------------------------------------------------------
 
-    def start(self, vmi: dict[str, Any] | None = None, *extra: str) -> None:
+    def start(self, vmi: dict[str, Any] | None = None, *extra: str, netns: str | None = None) -> None:
         argv = [
             sys.executable, "-m", "virt_launcher", "--sockets-dir", str(self.sockets), "--private-dir",
             str(self.private), "--volumes-dir", str(self.volumes), "--cache-dir", str(self.cache_dir),
@@ -140,6 +140,16 @@ class LauncherRun:
             argv += ["--vmi", str(vmi_file)]
             meta = vmi.get("metadata", {})
             self.domain_name = f"{meta.get('namespace', 'default')}_{meta.get('name', 'vmi')}"
+        if netns is not None:
+            # Like a pod given the tun device: the launcher's user may open /dev/net/tun (0600 on this host),
+            # through a node of its own bound over it in a private mount namespace; the host's stays as it is.
+            devdir = self.base / "dev"
+            devdir.mkdir()
+            script = (
+                'mount -t tmpfs none "$1" && mknod -m 666 "$1/tun" c 10 200 && mount --bind "$1/tun" /dev/net/tun'
+                ' && shift && exec "$@"'
+            )
+            argv = ["ip", "netns", "exec", netns, "unshare", "-m", "sh", "-c", script, "sh", str(devdir), *argv]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         self.wait_for_socket()
@@ -183,7 +193,11 @@ class LauncherRun:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"launcher exited {self.process.returncode}:\n{self.log}")
-            if self.client.domain()["phase"] == "Running":
+            try:
+                phase = self.client.domain()["phase"]
+            except OSError:
+                phase = None  # the launcher may be exiting; the poll above tells on the next round
+            if phase == "Running":
                 pid = self.remember_qemu()
                 if pid is not None:
                     return pid

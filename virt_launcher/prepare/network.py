@@ -1,4 +1,14 @@
-"""How each interface reaches the pod network: the tap a privileged step prepared, or QEMU user networking."""
+"""How each interface reaches the pod network: the tap a privileged step prepared, or QEMU user networking.
+
+Contract with the privileged step (virt-handler on a real node; not the launcher's job): in the pod's
+network namespace, before the launcher syncs, create ``tap0`` (``ip tuntap add dev tap0 mode tap user 107
+group 107``), attach it to the guest side of the masquerade set-up (a bridge or a /24 on the tap, NAT from
+the pod IP to the guest address, the VMI's ports, or all, forwarded), and answer the guest's DHCP; the
+pod must also let the launcher's user open ``/dev/net/tun`` (a device plugin, as KubeVirt's). The launcher
+then attaches QEMU to ``tap0`` (``<interface type='ethernet'>``, ``managed='no'``) with the spec's MAC and
+model. Without ``tap0`` (network mode auto) it falls back to QEMU user networking (10.0.2.15 behind
+QEMU's NAT; ports are not forwarded).
+"""
 
 from __future__ import annotations
 
