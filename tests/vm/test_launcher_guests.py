@@ -6,6 +6,7 @@ Each test boots a real QEMU (TCG here) and checks what the guest itself prints o
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -228,6 +229,17 @@ def test_kill_exits_failed(launcher: MakeLauncher) -> None:
     run.client.command("kill")
     assert run.wait_exit(30) == 1
     assert not pid_alive(qemu)
+
+
+def test_qemu_dying_under_the_guest_fails_the_vmi_and_says_why(launcher: MakeLauncher) -> None:
+    run = launcher()
+    run.add_kernel_boot()
+    run.start(tiny_vmi("crashed"))
+    qemu = run.wait_running()
+    os.kill(qemu, signal.SIGKILL)
+    assert run.wait_exit(30) == 1
+    assert "domain finished (the domain stopped: Failed): exit code 1" in run.log
+    assert "domain event Stopped (Failed)" in run.log
 
 
 def test_sigterm_destroys_a_guest_that_ignores_acpi_after_the_grace_period(launcher: MakeLauncher) -> None:
