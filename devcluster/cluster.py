@@ -14,8 +14,9 @@ from pathlib import Path
 from kubernetes.client import ApiClient
 from kubernetes.config import new_client_from_config
 
-from devcluster import binaries, processes
+from devcluster import binaries, components, processes
 from devcluster.config import ClusterConfig
+from devcluster.pki import ClusterPKI
 from devcluster.supervisor import read_status
 
 UP_TIMEOUT = 240.0
@@ -141,6 +142,23 @@ def sweep(state_dir: Path) -> None:
         for record in processes.load_records(extra):
             if record.group_alive():
                 record.stop(5.0)
+    _clean_nodes(state_dir)
+
+
+def _clean_nodes(state_dir: Path) -> None:
+    """Namespaces, cgroups, mounts and bridge addresses a killed node agent left behind."""
+    try:
+        cfg = ClusterConfig.load(state_dir)
+    except FileNotFoundError:
+        return
+    pki = ClusterPKI(state_dir)
+    for node in cfg.nodes:
+        if not cfg.node_root(node).exists():
+            continue
+        argv = (*components.node_agent(cfg, pki, node).argv, "--cleanup")
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if proc.returncode != 0:
+            raise ClusterError(f"cleaning up after node {node} failed: {proc.stderr.strip()[-2000:]}")
 
 
 def status(state_dir: Path) -> dict[str, object]:

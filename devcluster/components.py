@@ -144,6 +144,7 @@ def node_agent(cfg: ClusterConfig, pki: ClusterPKI, node: str) -> Component:
         f"--kubeconfig={_kubeconfig(cfg, pki, node_identity(node).file_stem)}",
         f"--root={cfg.node_root(node)}",
         f"--pod-cidr={cfg.node_pod_cidr(node)}",
+        f"--cluster-cidr={cfg.pod_cidr}",
         f"--bridge={cfg.bridge}",
         f"--image-store={cfg.image_store}",
         f"--cpu={cfg.node_cpu}",

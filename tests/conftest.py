@@ -6,6 +6,7 @@ import os
 import random
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,3 +43,19 @@ def cluster() -> Iterator[Cluster]:
         yield running
     finally:
         down(base)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace, ready for pods (its ``default`` ServiceAccount exists), deleted afterwards."""
+    name = f"t-{secrets.token_hex(4)}"
+    cluster.kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 30
+    while cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"namespace {name} got no default ServiceAccount within 30 s")
+        time.sleep(0.1)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
