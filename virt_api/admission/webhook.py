@@ -62,11 +62,20 @@ def mutate(resource: str, request: AdmissionRequest) -> dict[str, Any]:
     """The defaults of a created (or, for VMs and replica sets, updated) object, as a JSON patch."""
     _check_kind(resource, request)
     patcher = _PATCHERS.get(resource)
-    if patcher is None or request.object is None or request.operation not in ("CREATE", "UPDATE"):
+    obj = without_status(request.object)
+    if patcher is None or obj is None or request.operation not in ("CREATE", "UPDATE"):
         return allowed(request.uid)
     if resource in ("virtualmachineinstances", "virtualmachineinstancemigrations") and request.operation != "CREATE":
         return allowed(request.uid)  # their specs are immutable; defaults were applied at creation
-    return allowed(request.uid, patch=patcher(request.object))
+    return allowed(request.uid, patch=patcher(obj))
+
+
+def without_status(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The object minus its status: admission judges what users write (status has its own subresource,
+    written by podvirt's components), so a status never blocks or changes a spec."""
+    if obj is None or "status" not in obj:
+        return obj
+    return {key: value for key, value in obj.items() if key != "status"}
 
 
 class Validator:
@@ -92,7 +101,7 @@ class Validator:
         return denied(request.uid, invalid_status(kind, name, verdict.errors), verdict.warnings)
 
     async def _verdict(self, resource: str, request: AdmissionRequest) -> kinds.Verdict:
-        new, old = request.object, request.old_object
+        new, old = without_status(request.object), without_status(request.old_object)
         if request.operation == "DELETE":
             if resource == "kubevirts" and old is not None:
                 return kinds.validate_kubevirt_delete(old, workloads=await self.lookups.count_vmis())

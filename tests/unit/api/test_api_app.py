@@ -264,3 +264,12 @@ def test_health_and_metrics_are_open() -> None:
     assert c.get("/healthz").text == "ok"
     c.post("/admission/mutate/virtualmachines", json=review(vm(), "virtualmachines"))
     assert 'virt_api_admission_seconds_count{resource="virtualmachines",webhook="mutate"} 1.0' in c.get("/metrics").text
+
+
+def test_a_status_never_blocks_a_spec_update() -> None:
+    obj = vm(runStrategy="Always")
+    obj["spec"]["template"]["spec"]["domain"]["resources"] = {"requests": {"memory": "64Mi"}}
+    obj["status"] = {"printableStatus": "SomethingNew", "conditions": [{"type": "Weird", "status": "Maybe"}]}
+    body = review(obj, "virtualmachines", "UPDATE", obj)
+    assert client().post("/admission/validate/virtualmachines", json=body).json()["response"]["allowed"]
+    assert client().post("/admission/mutate/virtualmachines", json=body).json()["response"]["allowed"]
