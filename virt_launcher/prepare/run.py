@@ -7,7 +7,8 @@ The launcher runs ``python -m virt_launcher.prepare`` with a JSON request on std
 
 and reads one JSON result from stdout::
 
-    {"ok": true, "domainXML": "...", "domainName": "ns_name", "domainUUID": "...", "startPaused": false,
+    {"ok": true, "domainXML": "...", "domainName": "ns_name", "domainUUID": "...", "vmiUID": "...",
+     "startPaused": false,
      "terminationGracePeriodSeconds": 30, "serialConsole": true, "warnings": [...]}
     {"ok": false, "error": {"reason": "InvalidSpec", "message": "...", "field": "spec.domain..."}}
 """
@@ -69,6 +70,7 @@ def prepare(request: dict[str, Any]) -> dict[str, Any]:
         "domainXML": xml,
         "domainName": ctx.domain_name,
         "domainUUID": ctx.domain_uuid,
+        "vmiUID": vmi.metadata.uid,
         "startPaused": vmi.spec.start_strategy == StartStrategy.PAUSED,
         "terminationGracePeriodSeconds": DEFAULT_GRACE_SECONDS if grace is None else grace,
         "serialConsole": vmi.spec.domain.devices.autoattach_serial_console is not False,

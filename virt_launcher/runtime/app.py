@@ -128,6 +128,8 @@ class Launcher:
         VMI_CONTEXT.update(namespace=namespace, name=vmi_name)
         if self.pusher is not None and not self.pusher.owner.get("name"):
             self.pusher.owner.update(namespace=namespace, name=vmi_name)
+            if prepared.vmi_uid:
+                self.pusher.owner["uid"] = prepared.vmi_uid
         if prepared.serial_console:
             self.console = ConsoleProxy(self.layout.serial_socket, self.layout.console_socket, self.layout.console_log)
             self.console.start()

@@ -47,6 +47,7 @@ class PreparedDomain:
     xml: str
     name: str
     uuid: str
+    vmi_uid: str | None = None
     start_paused: bool = False
     grace_seconds: int = 30
     serial_console: bool = True

@@ -65,6 +65,7 @@ class SubprocessPreparer:
             xml=result["domainXML"],
             name=result["domainName"],
             uuid=result["domainUUID"],
+            vmi_uid=result.get("vmiUID"),
             start_paused=bool(result["startPaused"]),
             grace_seconds=int(result["terminationGracePeriodSeconds"]),
             serial_console=bool(result["serialConsole"]),
