@@ -52,7 +52,7 @@ class Metrics:
             "virt_api_admission_seconds",
             "Time to answer one AdmissionReview",
             ["webhook", "resource"],
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
         self.admission_refusals = Counter(

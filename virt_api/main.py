@@ -22,7 +22,7 @@ import uvicorn
 
 from podvirt_common import kube as k
 from podvirt_common import logs
-from virt_api.admission.webhook import Validator
+from virt_api.admission.webhook import Validator, warm_up
 from virt_api.apiserver import ApiServer, KubeApiServer
 from virt_api.app import create_app
 from virt_api.auth import AUTHENTICATION_CONFIGMAP, Authorizer, RequestHeaderConfig
@@ -147,6 +147,7 @@ async def serve(args: argparse.Namespace) -> None:
         requestheader=lambda: current_header[0],
     )
     app = create_app(services)
+    warm_up()
 
     async def keep_current() -> None:
         while True:

@@ -148,6 +148,50 @@ class Validator:
         return kinds.validate_kubevirt(new, None, others=others)
 
 
+def warm_up() -> None:
+    """Run every kind through defaults and validation once, so that the models' lazily built validators
+    exist before the first review arrives (building them costs tens of milliseconds)."""
+    spec: dict[str, Any] = {
+        "domain": {"devices": {"disks": [{"name": "root", "disk": {}}]}, "memory": {"guest": "64Mi"}},
+        "volumes": [{"name": "root", "containerDisk": {"image": "warm-up"}}],
+    }
+    meta = {"name": "warm-up", "namespace": "warm-up"}
+    vmi = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": meta, "spec": spec}
+    vm = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": meta,
+        "spec": {"template": {"spec": spec}},
+    }
+    rs = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstanceReplicaSet",
+        "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": spec},
+        },
+    }
+    migration = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstanceMigration",
+        "metadata": meta,
+        "spec": {"vmiName": "x"},
+    }
+    kinds.validate_vmi(vmi, None)
+    kinds.validate_vm(vm)
+    kinds.validate_replica_set(rs)
+    kinds.validate_migration(migration, None, vmi=vmi)
+    kinds.validate_kubevirt({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": meta}, None)
+    for patcher, obj in (
+        (defaults.vmi_patch, vmi),
+        (defaults.vm_patch, vm),
+        (defaults.vmirs_patch, rs),
+        (defaults.migration_patch, migration),
+    ):
+        patcher(obj)
+
+
 def error_review(uid: str, error: StatusError) -> dict[str, Any]:
     """A refusal carrying an error Status (e.g. a request for a kind this webhook does not admit)."""
     return denied(uid, status_object(error.code, error.reason, error.message))

@@ -273,3 +273,9 @@ def test_a_status_never_blocks_a_spec_update() -> None:
     body = review(obj, "virtualmachines", "UPDATE", obj)
     assert client().post("/admission/validate/virtualmachines", json=body).json()["response"]["allowed"]
     assert client().post("/admission/mutate/virtualmachines", json=body).json()["response"]["allowed"]
+
+
+def test_warming_up_builds_every_kinds_validators_without_error() -> None:
+    from virt_api.admission.webhook import warm_up
+
+    warm_up()
