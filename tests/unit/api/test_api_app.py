@@ -11,6 +11,7 @@ import pytest
 from api_fakes import STRANGER, AsIfProxied, FakeApiServer, FakeHandlers, services, vm, vmi
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
+from virt_api.admission.webhook import warm_up
 from virt_api.app import create_app
 from virt_api.status import StatusError
 
@@ -276,6 +277,4 @@ def test_a_status_never_blocks_a_spec_update() -> None:
 
 
 def test_warming_up_builds_every_kinds_validators_without_error() -> None:
-    from virt_api.admission.webhook import warm_up
-
     warm_up()
