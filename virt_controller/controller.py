@@ -77,6 +77,8 @@ class Controller:
         self.errors: dict[str, SyncError] = {}
         self.launched: set[str] = set()  # VMI UIDs that had a launcher pod
         self.synced = asyncio.Event()
+        self._announced = False
+        self._workers: list[asyncio.Task[None]] = []
         self._threads = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="kube")
         self.events: EventSink | None = None
         if record_events:
@@ -279,22 +281,26 @@ class Controller:
 
     # -- workers -----------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Work the queue until cancelled (starts once the caches are synced)."""
-        await self.synced.wait()
-        self.metrics.ready.set(1)
-        log.info("caches synced: %s", self._cache_sizes())
-        workers = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.config.workers)]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            for task in workers:
-                task.cancel()
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            if isinstance(self.events, EventRecorder):
-                self.events.close()
+    def start(self) -> None:
+        """Start the workers (in the running loop); they wait for the caches to be synced."""
+        self._workers = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.config.workers)]
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        if isinstance(self.events, EventRecorder):
+            self.events.close()
 
     async def _worker(self) -> None:
+        if not self.synced.is_set():
+            await self.synced.wait()
+        if not self._announced:  # the first worker to get here says so
+            self._announced = True
+            self.metrics.ready.set(1)
+            log.info("caches synced: %s", self._cache_sizes())
         while True:
             key = await self.queue.get()
             try:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import shlex
+import signal
 import socket
 import sys
 import threading
@@ -138,7 +138,7 @@ def build_config(args: argparse.Namespace) -> ControllerConfig:
     )
 
 
-async def run(args: argparse.Namespace, kube: Kube, elector: LeaderElector | None, stop: asyncio.Event) -> None:
+async def run(args: argparse.Namespace, kube: Kube, elector: LeaderElector | None) -> None:
     import kopf  # noqa: PLC0415 - imported once logging is set up
 
     from . import handlers  # noqa: PLC0415
@@ -150,15 +150,12 @@ async def run(args: argparse.Namespace, kube: Kube, elector: LeaderElector | Non
     registry = kopf.OperatorRegistry()
     handlers.register(registry, controller, kube)
     handlers.quiet_kopf()
-    workers = asyncio.create_task(controller.run(), name="controller")
+    controller.start()  # before kopf starts: kopf waits for tasks started after it when it stops
     try:
-        await kopf.operator(
-            registry=registry, settings=handlers.settings(), clusterwide=True, standalone=True, stop_flag=stop
-        )
+        # kopf stops on SIGTERM/SIGINT; losing the lease sends this process SIGTERM too.
+        await kopf.operator(registry=registry, settings=handlers.settings(), clusterwide=True, standalone=True)
     finally:
-        workers.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await workers
+        await controller.stop()
         if server is not None:
             server.shutdown()
 
@@ -189,16 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
     loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
 
     def lose() -> None:
         lost.set()
-        loop.call_soon_threadsafe(stop.set)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     if elector is not None:
         threading.Thread(target=elector.hold, args=(halt, lose), name="lease", daemon=True).start()
     try:
-        loop.run_until_complete(run(args, kube, elector, stop))
+        loop.run_until_complete(run(args, kube, elector))
     except KeyboardInterrupt:
         pass
     finally:

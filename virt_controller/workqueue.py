@@ -12,7 +12,6 @@ has seen the object (or a deadline passes), so a lagging cache cannot make it cr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import time
 from collections import deque
@@ -137,9 +136,16 @@ class WorkQueue:
                 return key
             self._wakeup.clear()
             due = self.keys.next_due()
-            timeout = None if due is None else max(0.0, due - self.clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            # A timer rather than asyncio.wait_for, which would start a task per wait (and kopf waits for
+            # stray tasks when it stops).
+            timer = None
+            if due is not None:
+                timer = asyncio.get_running_loop().call_later(max(0.0, due - self.clock()), self._wakeup.set)
+            try:
+                await self._wakeup.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
 
 @dataclass
