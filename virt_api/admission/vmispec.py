@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from kubevirt_types import (
     CPU,
+    Disk,
     DiskBus,
     DriverCache,
     DriverIO,
@@ -109,45 +110,51 @@ def _disks(spec: VirtualMachineInstanceSpec, at: FieldPath) -> list[FieldError]:
         volume = volumes.get(disk.name)
         if volume is None:
             errors.append(not_found(path / "name", disk.name, f"no volume named {disk.name} in {at / 'volumes'}"))
-        if disk.cdrom is not None and disk.cdrom.bus == DiskBus.VIRTIO:
-            errors.append(not_supported(path / "cdrom" / "bus", "virtio", ["sata", "scsi"]))
-        if disk.cdrom is not None and disk.cdrom.readonly is False:
-            errors.append(invalid(path / "cdrom" / "readonly", False, "a CD-ROM is always read-only"))
-        if disk.cdrom is not None and disk.cdrom.tray not in (None, "open", "closed"):
-            errors.append(not_supported(path / "cdrom" / "tray", disk.cdrom.tray, ["closed", "open"]))
-        if disk.lun is not None and disk.lun.bus not in (None, DiskBus.SCSI):
-            errors.append(not_supported(path / "lun" / "bus", disk.lun.bus, ["scsi"]))
-        if disk.lun is not None and volume is not None and not any(getattr(volume, s) for s in LUN_SOURCES):
+        errors += _disk(disk, volume, path)
+    return errors
+
+
+def _disk(disk: Disk, volume: Volume | None, path: FieldPath) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if disk.cdrom is not None and disk.cdrom.bus == DiskBus.VIRTIO:
+        errors.append(not_supported(path / "cdrom" / "bus", "virtio", ["sata", "scsi"]))
+    if disk.cdrom is not None and disk.cdrom.readonly is False:
+        errors.append(invalid(path / "cdrom" / "readonly", False, "a CD-ROM is always read-only"))
+    if disk.cdrom is not None and disk.cdrom.tray not in (None, "open", "closed"):
+        errors.append(not_supported(path / "cdrom" / "tray", disk.cdrom.tray, ["closed", "open"]))
+    if disk.lun is not None and disk.lun.bus not in (None, DiskBus.SCSI):
+        errors.append(not_supported(path / "lun" / "bus", disk.lun.bus, ["scsi"]))
+    if disk.lun is not None and volume is not None and not any(getattr(volume, s) for s in LUN_SOURCES):
+        errors.append(
+            invalid(
+                path / "lun",
+                disk.name,
+                "a LUN passes a block device through: its volume must be a persistentVolumeClaim or dataVolume",
+            )
+        )
+    if disk.disk is not None and disk.disk.pci_address is not None:
+        if disk.disk.bus not in (None, DiskBus.VIRTIO):
+            errors.append(
+                invalid(path / "disk" / "pciAddress", disk.disk.pci_address, "a PCI address needs the virtio bus")
+            )
+        elif not PCI_ADDRESS.match(disk.disk.pci_address):
             errors.append(
                 invalid(
-                    path / "lun",
-                    disk.name,
-                    "a LUN passes a block device through: its volume must be a persistentVolumeClaim or dataVolume",
+                    path / "disk" / "pciAddress",
+                    disk.disk.pci_address,
+                    "expected domain:bus:slot.function, e.g. 0000:81:01.0",
                 )
             )
-        if disk.disk is not None and disk.disk.pci_address is not None:
-            if disk.disk.bus not in (None, DiskBus.VIRTIO):
-                errors.append(
-                    invalid(path / "disk" / "pciAddress", disk.disk.pci_address, "a PCI address needs the virtio bus")
-                )
-            elif not PCI_ADDRESS.match(disk.disk.pci_address):
-                errors.append(
-                    invalid(
-                        path / "disk" / "pciAddress",
-                        disk.disk.pci_address,
-                        "expected domain:bus:slot.function, e.g. 0000:81:01.0",
-                    )
-                )
-        if disk.io == DriverIO.NATIVE and disk.cache != DriverCache.NONE:
-            errors.append(
-                invalid(
-                    path / "io",
-                    "native",
-                    f"native I/O needs cache: none (QEMU refuses it with cache {disk.cache or 'unset'})",
-                )
+    if disk.io == DriverIO.NATIVE and disk.cache != DriverCache.NONE:
+        errors.append(
+            invalid(
+                path / "io",
+                "native",
+                f"native I/O needs cache: none (QEMU refuses it with cache {disk.cache or 'unset'})",
             )
-        if disk.serial is not None and (len(disk.serial) > 36 or not re.fullmatch(r"[A-Za-z0-9_.+-]*", disk.serial)):
-            errors.append(invalid(path / "serial", disk.serial, "at most 36 letters, digits and _ . + -"))
+        )
+    if disk.serial is not None and (len(disk.serial) > 36 or not re.fullmatch(r"[A-Za-z0-9_.+-]*", disk.serial)):
+        errors.append(invalid(path / "serial", disk.serial, "at most 36 letters, digits and _ . + -"))
     return errors
 
 
