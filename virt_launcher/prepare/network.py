@@ -12,6 +12,7 @@ QEMU's NAT; ports are not forwarded).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,7 @@ NetworkMode = Literal["auto", "tap", "user"]
 #: The tap the privileged step (virt-handler) creates in the pod's network namespace, owned by the launcher's user.
 POD_TAP = "tap0"
 SYS_CLASS_NET = Path("/sys/class/net")
+DEV_TUN = Path("/dev/net/tun")
 
 
 def tap_ready(name: str, sys_class_net: Path = SYS_CLASS_NET) -> bool:
@@ -30,8 +32,21 @@ def tap_ready(name: str, sys_class_net: Path = SYS_CLASS_NET) -> bool:
     return (sys_class_net / name / "tun_flags").exists()
 
 
+def tun_openable(dev_tun: Path = DEV_TUN) -> str | None:
+    """None when this user can open the tun device (QEMU needs it to attach to a tap), else why not."""
+    try:
+        os.close(os.open(dev_tun, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as exc:
+        return f"{dev_tun}: {exc.strerror}"
+    return None
+
+
 def attachments(
-    vmi: VirtualMachineInstance, mode: NetworkMode, sys_class_net: Path = SYS_CLASS_NET
+    vmi: VirtualMachineInstance,
+    mode: NetworkMode,
+    sys_class_net: Path = SYS_CLASS_NET,
+    warnings: list[str] | None = None,
+    dev_tun: Path = DEV_TUN,
 ) -> dict[str, NetAttachment]:
     networks = {n.name: n for n in vmi.spec.networks or []}
     result: dict[str, NetAttachment] = {}
@@ -47,6 +62,14 @@ def attachments(
         has_tap = tap_ready(POD_TAP, sys_class_net)
         if mode == "tap" and not has_tap:
             raise UnsupportedFieldError(f"the pod has no prepared {POD_TAP} (network mode tap)", field=field)
+        problem = tun_openable(dev_tun) if has_tap and mode != "user" else None
+        if problem is not None:
+            if mode == "tap":
+                raise UnsupportedFieldError(f"{POD_TAP} is prepared but QEMU could not attach: {problem}", field=field)
+            # Loud, not fatal: the guest still has a network, but the pod's ports do not reach it.
+            if warnings is not None:
+                warnings.append(f"{field}: {POD_TAP} is prepared but {problem}; using QEMU user networking")
+            has_tap = False
         if mode == "user" or not has_tap:
             result[iface.name] = NetAttachment("user")
         else:

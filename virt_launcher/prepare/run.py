@@ -55,13 +55,16 @@ def prepare(request: dict[str, Any]) -> dict[str, Any]:
     layout = PodLayout(Path(request["socketsDir"]), Path(request["privateDir"]), Path(request["volumesDir"]))
     resolver = VolumeResolver(vmi, layout)
     layout.nvram_dir.mkdir(parents=True, exist_ok=True)
+    warnings: list[str] = []
+    networks = attachments(vmi, request.get("networkMode", "auto"), warnings=warnings)
     ctx = ConvertContext(
         vmi=vmi,
         domain_type=request.get("domainType", "qemu"),
         paths=DomainPaths(str(layout.serial_socket), str(layout.vnc_socket), str(layout.nvram_dir)),
         disks=resolver.resolve_all(),
         kernel=resolver.kernel_files(),
-        networks=attachments(vmi, request.get("networkMode", "auto")),
+        networks=networks,
+        warnings=warnings,
     )
     xml = to_string(convert(ctx))
     grace = vmi.spec.termination_grace_period_seconds

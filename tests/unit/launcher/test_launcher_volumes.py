@@ -13,7 +13,7 @@ import pycdlib
 import pytest
 
 from kubevirt_types import VirtualMachineInstance
-from virt_launcher.errors import InvalidSpecError, LauncherError, VolumeError
+from virt_launcher.errors import InvalidSpecError, LauncherError, UnsupportedFieldError, VolumeError
 from virt_launcher.layout import PodLayout
 from virt_launcher.prepare.images import probe
 from virt_launcher.prepare.network import attachments
@@ -255,8 +255,29 @@ def test_pod_interface_uses_the_prepared_tap_or_falls_back_to_user_networking(tm
     assert attachments(vm, "auto", tmp_path)["default"].kind == "user"
     (tmp_path / "tap0").mkdir()
     (tmp_path / "tap0/tun_flags").write_text("0x1002")
-    assert attachments(vm, "auto", tmp_path)["default"].tap == "tap0"
-    assert attachments(vm, "user", tmp_path)["default"].kind == "user"
+    tun = tmp_path / "tun"
+    tun.write_bytes(b"")  # stands in for /dev/net/tun
+    assert attachments(vm, "auto", tmp_path, dev_tun=tun)["default"].tap == "tap0"
+    assert attachments(vm, "user", tmp_path, dev_tun=tun)["default"].kind == "user"
+
+
+def test_a_prepared_tap_the_launcher_cannot_attach_to_falls_back_loudly(tmp_path: Path) -> None:
+    vm = VirtualMachineInstance.model_validate(
+        {
+            "spec": {
+                "domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}]}},
+                "networks": [{"name": "default", "pod": {}}],
+            }
+        }
+    )
+    (tmp_path / "tap0").mkdir()
+    (tmp_path / "tap0/tun_flags").write_text("0x1002")
+    warnings: list[str] = []
+    missing = tmp_path / "no-tun"
+    assert attachments(vm, "auto", tmp_path, warnings, missing)["default"].kind == "user"
+    assert "using QEMU user networking" in warnings[0]
+    with pytest.raises(UnsupportedFieldError):
+        attachments(vm, "tap", tmp_path, dev_tun=missing)
 
 
 def test_prepare_turns_a_kernel_boot_vmi_into_validated_xml(layout: PodLayout) -> None:
