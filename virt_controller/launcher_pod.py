@@ -210,6 +210,27 @@ def termination_grace_seconds(vmi: Mapping[str, Any]) -> int:
     return int(grace if grace is not None else DEFAULT_VMI_GRACE_SECONDS) + LAUNCHER_EXTRA_GRACE_SECONDS
 
 
+#: Devices the launcher needs, requested as the extended resources KubeVirt's device plugins serve.
+TUN_RESOURCE = "devices.kubevirt.io/tun"
+KVM_RESOURCE = "devices.kubevirt.io/kvm"
+
+
+def _with_devices(requests: Obj, limits: Obj | None, spec: Mapping[str, Any], emulation: bool) -> Obj:
+    """Pod resources plus one tun device when the VMI is on the pod network (the handler's tap), and
+    KVM unless the guest runs under emulation."""
+    devices: dict[str, str] = {}
+    pod_networks = {n.get("name") for n in spec.get("networks") or [] if "pod" in n}
+    interfaces = (spec.get("domain") or {}).get("devices", {}).get("interfaces") or []
+    if any(i.get("name") in pod_networks for i in interfaces):
+        devices[TUN_RESOURCE] = "1"
+    if not emulation:
+        devices[KVM_RESOURCE] = "1"
+    if not devices:
+        return {"requests": requests, **({"limits": limits} if limits else {})}
+    # Extended resources cannot be overcommitted: request and limit are the same.
+    return {"requests": {**requests, **devices}, "limits": {**(limits or {}), **devices}}
+
+
 def build_launcher_pod(
     vmi: Mapping[str, Any],
     settings: LauncherSettings | None = None,
@@ -251,7 +272,7 @@ def build_launcher_pod(
             {"name": "PODVIRT_VMI_NAME", "value": vmi_name},
             {"name": "PODVIRT_VMI_UID", "value": vmi_uid},
         ],
-        "resources": {"requests": resources.requests, **({"limits": resources.limits} if resources.limits else {})},
+        "resources": _with_devices(resources.requests, resources.limits, spec, settings.emulation),
         "volumeMounts": [
             {"name": names.SOCKETS_VOLUME, "mountPath": settings.sockets_dir},
             {"name": PRIVATE_VOLUME, "mountPath": settings.private_dir},

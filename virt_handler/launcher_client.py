@@ -22,6 +22,8 @@ PROTOCOL_VERSION = 1
 MAX_RESPONSE = 2 << 20
 MAX_HEADER = 16 << 10
 TIMEOUT = 10.0
+# Sync prepares disks and starts QEMU; the first start on a node also probes QEMU's capabilities.
+SYNC_TIMEOUT = 120.0
 COMMAND_SOCKET = "launcher.sock"
 CONSOLE_SOCKET = "console.sock"
 VNC_SOCKET = "vnc.sock"
@@ -173,8 +175,10 @@ class LauncherClient:
             raise LauncherError(f"launcher speaks an unknown protocol: {str(answer)[:120]}")
         return answer
 
-    def _domain(self, method: str, path: str, body: dict[str, Any] | None = None) -> DomainInfo:
-        answer = self.request(method, path, body)
+    def _domain(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> DomainInfo:
+        answer = self.request(method, path, body, timeout=timeout)
         if not isinstance(answer, dict):
             raise LauncherError("launcher DomainInfo is not an object")
         return parse_domain_info(answer)
@@ -183,7 +187,7 @@ class LauncherClient:
         return self._domain("GET", "/v1/domain")
 
     def sync(self, vmi: dict[str, Any]) -> DomainInfo:
-        return self._domain("POST", "/v1/sync", {"vmi": vmi})
+        return self._domain("POST", "/v1/sync", {"vmi": vmi}, timeout=SYNC_TIMEOUT)
 
     def shutdown(self, grace_seconds: int | None) -> DomainInfo:
         body = {} if grace_seconds is None else {"gracePeriodSeconds": grace_seconds}

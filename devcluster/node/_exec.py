@@ -28,6 +28,7 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
@@ -160,6 +161,15 @@ def _enter(spec: dict[str, object]) -> None:
     hostname = spec.get("hostname")
     _check(_libc.unshare(CLONE_NEWNS | (CLONE_NEWUTS if hostname else 0)), "unshare")
     _mount(None, "/", MS_REC | MS_SLAVE)
+    if netns:
+        # A sysfs of the pod's own network namespace, read-only, as container runtimes mount it:
+        # /sys/class/net then lists the pod's interfaces (the launcher looks for its tap there).
+        _check(
+            _libc.mount(
+                b"sysfs", b"/sys", b"sysfs", ctypes.c_ulong(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC), None
+            ),
+            "mount sysfs on /sys",
+        )
     mounts = list(spec.get("mounts") or [])  # type: ignore[call-overload]
     mounts.sort(key=lambda m: str(m["target"]).rstrip("/").count("/"))
     for mount in mounts:

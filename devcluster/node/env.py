@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +17,9 @@ from kubevirt_types.quantity import Quantity, QuantityError
 
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _SUBSCRIPT = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Containers' commands run from this host (images are ignored), so the host's podvirt installation —
+# the directory of the interpreter running the agent — comes first, then a usual image PATH.
+DEFAULT_PATH = f"{os.path.dirname(sys.executable)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class ContainerConfigError(Exception):

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from devcluster.node import containers, network, process
+from devcluster.node import containers, devices, network, process
 from devcluster.node import env as envmod
 from devcluster.node.api import ApiError
 from devcluster.node.apirelay import ApiRelay, open_relay
@@ -421,7 +421,11 @@ class PodWorker:
                 f"container {spec['name']} has no command: the devcluster node agent runs host commands and "
                 f"cannot run the image {spec.get('image')!r}; set `command`",
             )
-        mounts = [*self.volumes.mounts(spec, env), containers.termination_log_mount(cdir, spec)]
+        mounts = [
+            *self.volumes.mounts(spec, env),
+            containers.termination_log_mount(cdir, spec),
+            *self._device_mounts(spec, cdir),
+        ]
         who = containers.identity(self.spec, spec)
         return process.ExecSpec(
             argv=argv,
@@ -435,6 +439,13 @@ class PodWorker:
             mounts=mounts,
             no_new_privs=who.no_new_privs,
         )
+
+    @staticmethod
+    def _device_mounts(spec: dict[str, Any], cdir: Path) -> list[dict[str, Any]]:
+        try:
+            return devices.device_mounts(spec, cdir)
+        except (OSError, ValueError) as exc:
+            raise process.ContainerStartError("RunContainerError", str(exc)) from None
 
     # -- status ---------------------------------------------------------------------------
 

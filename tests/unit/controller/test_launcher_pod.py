@@ -113,7 +113,21 @@ def test_the_pod_passes_the_restricted_pod_security_level() -> None:
 def test_memory_is_guest_plus_overhead_and_cpu_is_a_tenth_per_vcpu() -> None:
     # 1 GiB guest, 2 vCPUs, graphics on: 40 + 30 + 2 x 8 + 16 MiB, + 1 GiB / 512 = 2 MiB page tables.
     pod = build_launcher_pod(vmi(domain={"devices": {}, "cpu": {"cores": 2}, "memory": {"guest": "1Gi"}}), SETTINGS)
-    assert compute(pod)["resources"] == {"requests": {"memory": f"{1024 + 104}Mi", "cpu": "200m"}}
+    assert compute(pod)["resources"] == {
+        "requests": {"memory": f"{1024 + 104}Mi", "cpu": "200m", "devices.kubevirt.io/kvm": "1"},
+        "limits": {"devices.kubevirt.io/kvm": "1"},
+    }
+
+
+def test_devices_tun_for_the_pod_network_and_kvm_unless_emulated() -> None:
+    on_pod_network = vmi(
+        domain={"devices": {"interfaces": [{"name": "default", "masquerade": {}}]}, "memory": {"guest": "64Mi"}},
+        networks=[{"name": "default", "pod": {}}],
+    )
+    resources = compute(build_launcher_pod(on_pod_network, LauncherSettings(emulation=True)))["resources"]
+    assert resources["limits"] == {"devices.kubevirt.io/tun": "1"}
+    assert resources["requests"]["devices.kubevirt.io/tun"] == "1"
+    assert "devices.kubevirt.io/kvm" not in resources["requests"]
 
 
 def test_without_graphics_the_overhead_is_smaller() -> None:

@@ -1,0 +1,108 @@
+"""podvirt running on the session's devcluster: CRDs, virt-controller and one virt-handler per node.
+
+The components run as processes on this machine (their own process groups, logs under the cluster's
+state directory), stopped by the fixture that started them even when tests fail. The launcher pods
+are real pods, bound by the real scheduler and run by the stand-in node agents; the guests are real
+QEMU (TCG) guests booted from the tiny test image, imported into the nodes' image store.
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_env import Podvirt
+from vm.harness import build_guest_image
+
+from devcluster import processes
+from devcluster.cluster import Cluster
+from devcluster.config import free_port
+from devcluster.images import import_image
+from podvirt_common import certs
+from podvirt_common.kube import Kube
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_IMAGE = "registry.podvirt.test/tiny-containerdisk:1"
+
+
+def _start(cluster: Cluster, name: str, argv: list[str]) -> processes.ProcessRecord:
+    proc = processes.spawn(name, argv, cluster.state_dir / "logs" / f"{name}.log")
+    return processes.record(name, proc)
+
+
+@pytest.fixture(scope="session")
+def tiny_containerdisk(cluster: Cluster) -> str:
+    """The tiny guest's containerDisk, imported into the stand-in nodes' image store."""
+    image_dir = build_guest_image()
+    import_image(cluster.config.image_store, image_dir / "oci" / "containerdisk", TINY_IMAGE)
+    return TINY_IMAGE
+
+
+@pytest.fixture(scope="session")
+def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podvirt]:
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    for crd in ("virtualmachines", "virtualmachineinstances", "virtualmachineinstancereplicasets"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.kubevirt.io", "--timeout=60s")
+    pki = tmp_path_factory.mktemp("podvirt-pki")
+    ca = certs.new_ca("test-podvirt-internal-ca")
+    (pki / "ca.crt").write_bytes(ca.cert_pem)
+    certs.issue(ca, "virt-handler", hosts=("127.0.0.1", "localhost"), server=True).write(
+        pki / "handler.crt", pki / "handler.key"
+    )
+    certs.issue(ca, "virt-api", client=True).write(pki / "client.crt", pki / "client.key")
+    client_context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    client_context.load_cert_chain(pki / "client.crt", pki / "client.key")
+
+    kubeconfig = str(cluster.kubeconfig)
+    running = Podvirt(cluster, Kube.connect(kubeconfig), {}, client_context)
+    try:
+        running.records.append(
+            _start(
+                cluster,
+                "virt-controller",
+                [
+                    sys.executable,
+                    "-m",
+                    "virt_controller",
+                    f"--kubeconfig={kubeconfig}",
+                    "--use-emulation",
+                    "--no-leader-elect",
+                    "--log-format=text",
+                ],
+            )
+        )
+        for node in cluster.nodes:
+            port = free_port()
+            running.handler_ports[node] = port
+            running.records.append(
+                _start(
+                    cluster,
+                    f"virt-handler-{node}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "virt_handler",
+                        f"--node-name={node}",
+                        f"--kubeconfig={kubeconfig}",
+                        f"--kubelet-root={cluster.config.node_root(node)}",
+                        "--listen=127.0.0.1",
+                        f"--port={port}",
+                        f"--tls-cert={pki / 'handler.crt'}",
+                        f"--tls-key={pki / 'handler.key'}",
+                        f"--client-ca={pki / 'ca.crt'}",
+                        "--log-format=text",
+                    ],
+                )
+            )
+        time.sleep(1)
+        for record in running.records:
+            assert record.alive(), f"{record.name} exited at start:\n{running.log_tail(record.name)}"
+        yield running
+    finally:
+        for record in running.records:
+            record.stop(15)
+        running.kube.close()

@@ -1,0 +1,90 @@
+"""The running podvirt a test talks to: its Kubernetes client, the handlers' endpoints, the component logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from devcluster import processes
+from devcluster.cluster import Cluster
+from podvirt_common.kube import PODS, VIRTUAL_MACHINE_INSTANCES, Kube, NotFoundError
+
+
+@dataclass
+class Podvirt:
+    cluster: Cluster
+    kube: Kube
+    handler_ports: dict[str, int]
+    client_context: ssl.SSLContext
+    records: list[processes.ProcessRecord] = field(default_factory=list)
+
+    def vmi(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.kube.get(VIRTUAL_MACHINE_INSTANCES, name, namespace)
+        except NotFoundError:
+            return None
+
+    def wait_vmi(
+        self, namespace: str, name: str, what: str, check: Callable[[dict[str, Any] | None], bool], timeout: float = 180
+    ) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        obj = None
+        while time.monotonic() < deadline:
+            obj = self.vmi(namespace, name)
+            if check(obj):
+                return obj
+            time.sleep(0.25)
+        logs = "\n".join(self.log_tail(r.name) for r in self.records)
+        raise AssertionError(
+            f"VMI {namespace}/{name} not {what} within {timeout} s; last seen:\n"
+            f"{json.dumps(obj, indent=1)[-3000:]}\n{logs}"
+        )
+
+    def wait_phase(self, namespace: str, name: str, phase: str, timeout: float = 180) -> dict[str, Any]:
+        obj = self.wait_vmi(
+            namespace, name, phase, lambda o: o is not None and (o.get("status") or {}).get("phase") == phase, timeout
+        )
+        assert obj is not None
+        return obj
+
+    def launcher_pods(self, namespace: str) -> list[dict[str, Any]]:
+        return self.kube.list(PODS, namespace, label_selector="kubevirt.io=virt-launcher")
+
+    def log_tail(self, component: str, lines: int = 30) -> str:
+        path = self.cluster.state_dir / "logs" / f"{component}.log"
+        if not path.exists():
+            return ""
+        return f"==> {component} <==\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def console_url(self, node: str, namespace: str, name: str) -> str:
+        return f"wss://127.0.0.1:{self.handler_ports[node]}/v1/namespaces/{namespace}/virtualmachineinstances/{name}/console"
+
+    def read_console_until(
+        self, node: str, namespace: str, name: str, marker: bytes, send: bytes = b"", timeout: float = 120
+    ) -> bytes:
+        """Open the console through the node's handler endpoint, optionally type, and read until ``marker``."""
+
+        async def session() -> bytes:
+            seen = b""
+            async with connect(self.console_url(node, namespace, name), ssl=self.client_context) as ws:
+                if send:
+                    await ws.send(send)
+                deadline = time.monotonic() + timeout
+                while marker not in seen:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise AssertionError(
+                            f"console of {namespace}/{name} never showed {marker!r}; got {seen[-2000:]!r}"
+                        )
+                    data = await asyncio.wait_for(ws.recv(), remaining)
+                    seen += data if isinstance(data, bytes) else data.encode()
+            return seen
+
+        return asyncio.run(session())
