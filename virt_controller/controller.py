@@ -261,10 +261,18 @@ class Controller:
                 self.launched.add(str(objects.labels(obj).get(names.CREATED_BY_LABEL)))
             elif kind == "VirtualMachineInstance":
                 self.cache.upsert_vmi(cache.slim(obj))
+                self.queue.add(f"vmi/{objects.key(obj)}")  # a new VMI needs its pod: no need to wait for the watch
             elif kind == "VirtualMachine":
                 self.cache.vms.upsert(cache.slim(obj))
             elif kind == "VirtualMachineInstanceReplicaSet":
                 self.cache.replica_sets.upsert(cache.slim(obj))
+        for deletion in result.gone:
+            gone = {"metadata": {"name": deletion.name, "namespace": deletion.namespace, "uid": deletion.uid or ""}}
+            if deletion.resource.plural == "pods":
+                self.cache.remove_pod(self.cache.pods.get(objects.key(gone)) or gone)
+            elif deletion.resource.plural == "virtualmachineinstances":
+                self.cache.remove_vmi(self.cache.vmis.get(objects.key(gone)) or gone)
+            self.queue.add_after(key, 0.1)  # look again without the ghost
         # Belt and braces: a create whose answer did not make it into the cache holds its owner back
         # until the watch shows the object.
         now = time.monotonic()

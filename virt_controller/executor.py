@@ -75,6 +75,10 @@ class KubeWriter(Protocol):
     ) -> dict[str, Any]: ...
 
 
+class _AlreadyGoneError(Exception):
+    """A delete found nothing: the object went away before (the cache did not know yet)."""
+
+
 class Outcome(enum.Enum):
     DONE = "done"  # every action was carried out
     STALE = "stale"  # the apiserver knew better than the cache: look again when it has caught up
@@ -88,6 +92,7 @@ class Result:
     error: SyncError | None = None
     created: list[Obj] = field(default_factory=list)
     objects: list[Obj] = field(default_factory=list)  # the apiserver's answers to creates and patches
+    gone: list[Delete] = field(default_factory=list)  # deletions that found nothing to delete
 
     @property
     def ok(self) -> bool:
@@ -148,6 +153,11 @@ def execute(
             log.debug("stale view: %s: %s", _target(action), exc.message)
             result.outcome = Outcome.STALE
             return result
+        except _AlreadyGoneError:
+            # Not an error, but the cache still shows the object: the controller drops it from there.
+            if isinstance(planned, Delete):
+                result.gone.append(planned)
+            continue
         except NotFoundError as exc:
             if isinstance(action, Create):
                 return _failed(result, action, exc)
@@ -185,13 +195,15 @@ def _apply(kube: KubeWriter, action: Action, component: str) -> Obj | None:
         _log_write(action, "created")
         return answer
     if isinstance(action, Delete):
-        kube.delete(
+        found = kube.delete(
             action.resource,
             action.name,
             action.namespace,
             uid=action.uid,
             grace_period_seconds=action.grace_period_seconds,
         )
+        if not found:
+            raise _AlreadyGoneError
         _log_write(action, "deleted")
         return None
     if isinstance(action, MergePatch):

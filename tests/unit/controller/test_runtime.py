@@ -100,3 +100,64 @@ def test_keys_come_out_by_priority_then_in_order() -> None:
         order.append(key)
         q.done(key)
     assert order == ["vmi/a", "vmi/b", "vm/a", "vm/b", "vm/c"]
+
+
+# -- the controller loop against the fake apiserver ----------------------------------------------
+
+import asyncio  # noqa: E402
+
+from podvirt_common.kube import PODS, VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES  # noqa: E402
+from virt_controller.controller import Controller  # noqa: E402
+
+from .fakeapi import FakeApi  # noqa: E402
+from .world import T0, vm_body  # noqa: E402
+
+
+def controller_with(api: FakeApi) -> Controller:
+    async def make() -> Controller:
+        return Controller(api, now=lambda: T0, record_events=False)
+
+    return asyncio.run(make())
+
+
+def drain(ctl: Controller, rounds: int = 20) -> list[str]:
+    """Sync every due key until the queue is empty; returns the keys handled, in order."""
+    handled = []
+
+    async def run() -> None:
+        for _ in range(rounds):
+            key = ctl.queue.keys.pop(float("inf"))
+            if key is None:
+                return
+            handled.append(key)
+            await ctl.sync(key)
+            ctl.queue.done(key)
+
+    asyncio.run(run())
+    return handled
+
+
+def test_a_vm_event_leads_to_a_vmi_and_a_pod_through_the_write_through_cache() -> None:
+    api = FakeApi(clock=lambda: T0)
+    vm = api.put(VIRTUAL_MACHINES, vm_body())
+    ctl = controller_with(api)
+    ctl.observe("vm", None, vm)
+    handled = drain(ctl)
+    assert handled[:2] == ["vm/default/testvm", "vmi/default/testvm"], "the VMI is looked at before its VM again"
+    assert len(api.all(VIRTUAL_MACHINE_INSTANCES)) == 1
+    assert len(api.all(PODS)) == 1
+    assert ctl.cache.vmis.get("default/testvm") is not None, "the create's answer is in the cache already"
+
+
+def test_a_pod_the_cache_still_shows_but_the_apiserver_has_not_does_not_hold_a_deleted_vmi() -> None:
+    api = FakeApi(clock=lambda: T0)
+    vm = api.put(VIRTUAL_MACHINES, vm_body())
+    ctl = controller_with(api)
+    ctl.observe("vm", None, vm)
+    drain(ctl)
+    (pod,) = api.all(PODS)
+    del api.objects[("pods", "default", pod["metadata"]["name"])]  # gone, and the watch missed it
+    api.delete(VIRTUAL_MACHINE_INSTANCES, "testvm", "default")
+    ctl.observe("vmi", "MODIFIED", api.get(VIRTUAL_MACHINE_INSTANCES, "testvm", "default"))
+    drain(ctl)
+    assert api.find(VIRTUAL_MACHINE_INSTANCES, "testvm") is None, "finalised despite the stale cache"
