@@ -53,6 +53,13 @@ def _priority(key: str) -> int:
     return {"vmi": 0, "rs": 1, "vm": 2}.get(key.partition("/")[0], 3)
 
 
+def _not_newer(version: Any, than: str) -> bool:
+    try:
+        return int(str(version)) <= int(than)
+    except ValueError:
+        return False  # opaque versions: never drop on a guess
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -174,6 +181,46 @@ class Controller:
                 self.queue.add(f"vm/{objects.key(vmi)}")
             for rs in self.cache.replica_sets.in_namespace(ns):
                 self.queue.add(f"rs/{objects.key(rs)}")
+
+    # -- resync ----------------------------------------------------------------------------------
+
+    def sweep(self, kind: str, listed: list[Obj], list_version: str) -> int:
+        """Drop cached objects of ``kind`` that a fresh list (at ``list_version``) no longer has: a watch
+        that had to start over (410 Gone) never reports what was deleted meanwhile. Returns how many."""
+        store = {"vm": self.cache.vms, "vmi": self.cache.vmis, "rs": self.cache.replica_sets,
+                 "pod": self.cache.pods, "pvc": self.cache.claims}[kind]  # fmt: skip
+        present = {objects.uid(o) for o in listed}
+        ghosts = [
+            o
+            for o in store
+            if objects.uid(o) not in present and _not_newer(objects.meta(o).get("resourceVersion"), list_version)
+        ]
+        for ghost in ghosts:
+            log.info("dropping %s %s: gone from the apiserver", kind, objects.key(ghost))
+            self.observe(kind, "DELETED", ghost)
+        return len(ghosts)
+
+    def requeue_all(self) -> None:
+        """Look at everything again (level-based: a missed event cannot leave anything behind for long)."""
+        for kind, store in (("vm", self.cache.vms), ("vmi", self.cache.vmis), ("rs", self.cache.replica_sets)):
+            for obj in store:
+                self.queue.add(f"{kind}/{objects.key(obj)}")
+
+    async def resync_forever(self, lister: Callable[[str], tuple[list[Obj], str]], period: float) -> None:
+        """Every ``period`` seconds: sweep each kind against a fresh list, then requeue every object."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            if not self.synced.is_set():
+                continue
+            for kind in ("vm", "vmi", "rs", "pod", "pvc"):
+                try:
+                    listed, version = await loop.run_in_executor(self._threads, lister, kind)
+                except Exception as exc:  # the next round tries again
+                    log.warning("resync of %s failed: %s", kind, exc)
+                    continue
+                self.sweep(kind, listed, version)
+            self.requeue_all()
 
     def _satisfied(self, child: str) -> None:
         owner = self.expectations.observe(child)

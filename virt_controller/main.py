@@ -19,15 +19,23 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from podvirt_common import logs
-from podvirt_common.kube import Kube
+from podvirt_common.kube import (
+    PERSISTENT_VOLUME_CLAIMS,
+    PODS,
+    VIRTUAL_MACHINE_INSTANCE_REPLICA_SETS,
+    VIRTUAL_MACHINE_INSTANCES,
+    VIRTUAL_MACHINES,
+    Kube,
+)
 
+from . import handlers
 from .controller import Controller, ControllerConfig
 from .launcher_pod import LauncherSettings
 from .leader import LeaderElector, LeaseConfig
@@ -81,6 +89,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}",
         help="this replica's name in the Lease (default: $POD_NAME, else host_pid)",
     )  # fmt: skip
+    p.add_argument("--resync-period", type=float, default=300.0, help="seconds between full re-checks (default 300)")
     p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
@@ -124,6 +133,35 @@ def serve_probes(address: str, controller: Controller, elector: LeaderElector | 
     return server
 
 
+def lister(kube: Kube) -> Callable[[str], tuple[list[dict[str, Any]], str]]:
+    """Fresh lists for the controller's resync: every object of a kind, and the list's resourceVersion."""
+    resources = {
+        "vm": (VIRTUAL_MACHINES, None),
+        "vmi": (VIRTUAL_MACHINE_INSTANCES, None),
+        "rs": (VIRTUAL_MACHINE_INSTANCE_REPLICA_SETS, None),
+        "pod": (PODS, handlers.LAUNCHER_SELECTOR),
+        "pvc": (PERSISTENT_VOLUME_CLAIMS, None),
+    }
+
+    def list_kind(kind: str) -> tuple[list[dict[str, Any]], str]:
+        resource, selector = resources[kind]
+        query: dict[str, str | int | bool] = {"limit": 500}
+        if selector:
+            query["labelSelector"] = selector
+        items: list[dict[str, Any]] = []
+        version = ""
+        while True:
+            page = kube.request("GET", resource.path(), query=query)
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            if not meta.get("continue"):
+                return items, version
+            query["continue"] = meta["continue"]
+
+    return list_kind
+
+
 def build_config(args: argparse.Namespace) -> ControllerConfig:
     return ControllerConfig(
         workers=args.workers,
@@ -141,8 +179,6 @@ def build_config(args: argparse.Namespace) -> ControllerConfig:
 async def run(args: argparse.Namespace, kube: Kube, elector: LeaderElector | None) -> None:
     import kopf  # noqa: PLC0415 - imported once logging is set up
 
-    from . import handlers  # noqa: PLC0415
-
     metrics = Metrics()
     controller = Controller(kube, build_config(args), metrics=metrics)
     metrics.leading.set(1)
@@ -151,10 +187,12 @@ async def run(args: argparse.Namespace, kube: Kube, elector: LeaderElector | Non
     handlers.register(registry, controller, kube)
     handlers.quiet_kopf()
     controller.start()  # before kopf starts: kopf waits for tasks started after it when it stops
+    resync = asyncio.create_task(controller.resync_forever(lister(kube), args.resync_period), name="resync")
     try:
         # kopf stops on SIGTERM/SIGINT; losing the lease sends this process SIGTERM too.
         await kopf.operator(registry=registry, settings=handlers.settings(), clusterwide=True, standalone=True)
     finally:
+        resync.cancel()
         await controller.stop()
         if server is not None:
             server.shutdown()

@@ -161,3 +161,22 @@ def test_a_pod_the_cache_still_shows_but_the_apiserver_has_not_does_not_hold_a_d
     ctl.observe("vmi", "MODIFIED", api.get(VIRTUAL_MACHINE_INSTANCES, "testvm", "default"))
     drain(ctl)
     assert api.find(VIRTUAL_MACHINE_INSTANCES, "testvm") is None, "finalised despite the stale cache"
+
+
+def test_a_resync_drops_what_the_apiserver_no_longer_has_but_keeps_what_is_newer_than_its_list() -> None:
+    ctl = controller_with(FakeApi(clock=lambda: T0))
+    ghost = {
+        **vm_body("ghost"),
+        "metadata": {"name": "ghost", "namespace": "default", "uid": "g", "resourceVersion": "5"},
+    }
+    fresh = {
+        **vm_body("fresh"),
+        "metadata": {"name": "fresh", "namespace": "default", "uid": "f", "resourceVersion": "12"},
+    }
+    kept = {**vm_body("kept"), "metadata": {"name": "kept", "namespace": "default", "uid": "k", "resourceVersion": "7"}}
+    for vm in (ghost, fresh, kept):
+        ctl.observe("vm", None, vm)
+    assert ctl.sweep("vm", [kept], list_version="10") == 1
+    assert ctl.cache.vms.get("default/ghost") is None
+    assert ctl.cache.vms.get("default/fresh") is not None, "created after the list was taken"
+    assert ctl.cache.vms.get("default/kept") is not None
