@@ -63,7 +63,14 @@ in_root apt-get -q -y install --no-install-recommends "${packages[@]}" >&2
 
 in_root systemctl enable systemd-networkd.service systemd-resolved.service serial-getty@ttyS0.service \
 	podvirt-ssh-keygen.service >&2
+# e2scrub checks LVM snapshots, which this guest has none of; at boot it only competes for the CPU.
+in_root systemctl disable e2scrub_reap.service e2scrub_all.timer >&2
 [[ -e "$root/vmlinuz" && -e "$root/initrd.img" ]] || { log "kernel symlinks /vmlinuz, /initrd.img missing"; exit 1; }
+# The initramfs holds only the drivers overlay/etc/initramfs-tools/hooks/podvirt names: check they made it.
+initramfs_files="$(in_root lsinitramfs "/$(readlink "$root/initrd.img")")"  # (zstd ignores symlinks)
+for module in virtio_pci virtio_blk virtio_scsi ahci sd_mod ext4 crc32c_generic; do
+	grep -q "/$module\.ko" <<<"$initramfs_files" || { log "initramfs lacks $module"; exit 1; }
+done
 
 # GRUB for BIOS without grub-install (which needs the disk as a block device): its modules go to
 # /boot/grub/i386-pc as grub-install would put them, the core image finds the root filesystem by UUID,
