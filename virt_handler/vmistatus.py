@@ -54,6 +54,8 @@ class Observation:
     reachable: bool = True
     unreachable_for: float = 0.0
     launcher_version: str | None = None
+    # status.interfaces as the handler knows them (the pod's address for masquerade interfaces).
+    interfaces: tuple[dict[str, Any], ...] | None = None
 
 
 def _condition(conditions: list[dict[str, Any]], ctype: str) -> dict[str, Any] | None:
@@ -139,6 +141,12 @@ def status_patch(vmi: dict[str, Any], obs: Observation) -> dict[str, Any] | None
     if new_conditions != conditions:
         patch["conditions"] = new_conditions
 
+    if (
+        obs.interfaces is not None
+        and new_phase == "Running"
+        and list(obs.interfaces) != list(status.get("interfaces") or [])
+    ):
+        patch["interfaces"] = list(obs.interfaces)
     if obs.launcher_version and status.get("launcherContainerImageVersion") != obs.launcher_version:
         patch["launcherContainerImageVersion"] = obs.launcher_version
     return patch or None

@@ -92,6 +92,25 @@ def masquerade_plan(vmi: Obj, owner: int) -> podnetwork.MasqueradePlan | None:
     return None
 
 
+def pod_interfaces(vmi: Obj, pod: Obj) -> tuple[dict[str, Any], ...]:
+    """``status.interfaces``: a masquerade interface is reached at the pod's own address, as in KubeVirt."""
+    pod_status = pod.get("status") or {}
+    ips = [p["ip"] for p in pod_status.get("podIPs") or [] if p.get("ip")] or (
+        [pod_status["podIP"]] if pod_status.get("podIP") else []
+    )
+    spec = vmi.get("spec") or {}
+    pod_networks = {n.get("name") for n in spec.get("networks") or [] if "pod" in n}
+    out = []
+    for iface in ((spec.get("domain") or {}).get("devices") or {}).get("interfaces") or []:
+        if iface.get("name") not in pod_networks or not ips:
+            continue
+        entry: dict[str, Any] = {"name": iface["name"], "ipAddress": ips[0], "ipAddresses": ips, "infoSource": "domain"}
+        if iface.get("macAddress"):
+            entry["mac"] = iface["macAddress"]
+        out.append(entry)
+    return tuple(out)
+
+
 def peer_pid(target: LauncherTarget) -> int:
     """The launcher's pid as the kernel reports it for its command socket (SO_PEERCRED)."""
     sock = LauncherClient(target)._connect(COMMAND_SOCKET)
@@ -170,7 +189,7 @@ class VMISync:
                     log.info("%s: handing the spec to the launcher", key)
                     info = client.sync(vmi)
             mem.unreachable_since = None
-            obs = Observation(now=rfc3339(now), domain=info.domain, launcher_version=None)
+            obs = Observation(now=rfc3339(now), domain=info.domain, interfaces=pod_interfaces(vmi, pod))
         except LauncherUnreachableError as exc:
             mem.unreachable_since = mem.unreachable_since or now
             log.warning("%s: launcher unreachable for %.0f s: %s", key, now - mem.unreachable_since, exc)

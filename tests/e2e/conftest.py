@@ -45,8 +45,17 @@ def tiny_containerdisk(cluster: Cluster) -> str:
 @pytest.fixture(scope="session")
 def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podvirt]:
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    deadline = time.monotonic() + 60
     for crd in ("virtualmachines", "virtualmachineinstances", "virtualmachineinstancereplicasets"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.kubevirt.io", "--timeout=60s")
+        # A CRD just created may not have conditions yet, which `kubectl wait` reports as an error.
+        while (
+            cluster.kubectl(
+                "wait", "--for=condition=Established", f"crd/{crd}.kubevirt.io", "--timeout=10s", check=False
+            ).returncode
+            != 0
+        ):
+            assert time.monotonic() < deadline, f"CRD {crd} not established"
+            time.sleep(0.5)
     pki = tmp_path_factory.mktemp("podvirt-pki")
     ca = certs.new_ca("test-podvirt-internal-ca")
     (pki / "ca.crt").write_bytes(ca.cert_pem)

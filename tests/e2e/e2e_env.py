@@ -55,7 +55,7 @@ class Podvirt:
         return obj
 
     def launcher_pods(self, namespace: str) -> list[dict[str, Any]]:
-        return self.kube.list(PODS, namespace, label_selector="kubevirt.io=virt-launcher")
+        return self.kube.list_objects(PODS, namespace, label_selector="kubevirt.io=virt-launcher")
 
     def log_tail(self, component: str, lines: int = 30) -> str:
         path = self.cluster.state_dir / "logs" / f"{component}.log"
@@ -83,7 +83,12 @@ class Podvirt:
                         raise AssertionError(
                             f"console of {namespace}/{name} never showed {marker!r}; got {seen[-2000:]!r}"
                         )
-                    data = await asyncio.wait_for(ws.recv(), remaining)
+                    try:
+                        data = await asyncio.wait_for(ws.recv(), remaining)
+                    except TimeoutError:
+                        raise AssertionError(
+                            f"console of {namespace}/{name} never showed {marker!r}; got {seen[-2000:]!r}"
+                        ) from None
                     seen += data if isinstance(data, bytes) else data.encode()
             return seen
 

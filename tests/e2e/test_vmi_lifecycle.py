@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -81,6 +82,25 @@ def test_vmi_runs_boots_serves_its_console_and_goes_away(
     podvirt.read_console_until(node, namespace, "tiny", b"PODVIRT-GUEST-READY", send=b"\n")
     answer = podvirt.read_console_until(node, namespace, "tiny", b"ECHO-42", send=b"echo ECHO-$((40+2))\n")
     assert b"ECHO-42" in answer
+
+    # Masquerade binding: the handler's DHCP gave the guest 10.0.2.2, and a port the guest listens on
+    # answers at the pod's (and the VMI's reported) address from the host.
+    pod_ip = pods[0]["status"]["podIP"]
+    iface = podvirt.wait_vmi(namespace, "tiny", "reporting its IP", lambda o: bool(o and o["status"].get("interfaces")))
+    assert iface is not None
+    assert iface["status"]["interfaces"][0]["ipAddress"] == pod_ip
+    podvirt.read_console_until(node, namespace, "tiny", b"PODVIRT-IP=10.0.2.2", send=b"\n", timeout=90)
+    podvirt.read_console_until(
+        node,
+        namespace,
+        "tiny",
+        b"HTTPD-2-UP",
+        send=b"mkdir -p /tmp/w && echo PODVIRT-FROM-GUEST > /tmp/w/index.html && "
+        b"httpd -p 8080 -h /tmp/w && echo HTTPD-$((1+1))-UP\n",
+    )
+    # The echo of the typed line is not the marker (the guest computes it), so httpd is listening.
+    with urllib.request.urlopen(f"http://{pod_ip}:8080/index.html", timeout=20) as resp:
+        assert resp.read().strip() == b"PODVIRT-FROM-GUEST"
     ours = qemu_pids() - before
     assert len(ours) == 1
 
