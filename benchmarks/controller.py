@@ -114,15 +114,20 @@ class FakeNodes:
         self.stop = threading.Event()
 
     def create(self) -> None:
+        # What a node with KubeVirt's device plugins advertises (they serve 1000 of each).
+        capacity = {
+            "cpu": "1000",
+            "memory": "4Ti",
+            "pods": str(self.pods_each),
+            "devices.kubevirt.io/kvm": "1000",
+            "devices.kubevirt.io/tun": "1000",
+        }
         for name in self.names:
             node = {
                 "apiVersion": "v1",
                 "kind": "Node",
                 "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "podvirt.io/fake-node": "true"}},
-                "status": {
-                    "capacity": {"cpu": "1000", "memory": "4Ti", "pods": str(self.pods_each)},
-                    "allocatable": {"cpu": "1000", "memory": "4Ti", "pods": str(self.pods_each)},
-                },
+                "status": {"capacity": capacity, "allocatable": capacity},
             }
             self.kube.create(NODES, node)
             self._ready(name)
@@ -254,11 +259,18 @@ def vm(name: str) -> dict[str, Any]:
     }
 
 
-def wait(predicate: Any, timeout: float, what: str) -> None:
+def wait(predicate: Any, timeout: float, what: str, progress: Any = None) -> None:
     deadline = time.monotonic() + timeout
+    next_report = time.monotonic() + 10
     while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        now = time.monotonic()
+        if now > deadline:
+            raise TimeoutError(
+                f"timed out after {timeout:.0f} s waiting for {what}" + (f": {progress()}" if progress else "")
+            )
+        if progress is not None and now > next_report:
+            print(f"... {progress()}", file=sys.stderr, flush=True)
+            next_report = now + 10
         time.sleep(0.2)
 
 
@@ -327,9 +339,16 @@ def run(vms: int, nodes: int, timeout: float, workers: int) -> dict[str, Any]:
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(create, names))
         created = time.monotonic() - start
-        wait(lambda: len(kubelet.bound) >= vms, timeout, f"{vms} launcher pods bound")
+
+        def progress() -> str:
+            return (
+                f"{time.monotonic() - start:.0f} s: {len(watcher.created)} VMIs, {len(kubelet.created)} pods, "
+                f"{len(kubelet.bound)} bound, {len(watcher.scheduled)} VMIs Scheduled"
+            )
+
+        wait(lambda: len(kubelet.bound) >= vms, timeout, f"{vms} launcher pods bound", progress)
         all_bound = time.monotonic() - start
-        wait(lambda: len(watcher.scheduled) >= vms, timeout, f"{vms} VMIs Scheduled")
+        wait(lambda: len(watcher.scheduled) >= vms, timeout, f"{vms} VMIs Scheduled", progress)
         all_scheduled = time.monotonic() - start
         time.sleep(3)  # let trailing writes land before counting
         after = apiserver_writes(kube)
