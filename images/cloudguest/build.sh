@@ -89,6 +89,8 @@ done
 
 work="$(mktemp -d "$cache_root/.cloudguest-build-XXXXXX")"
 trap 'remove_build_dir "$work"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM  # so that the EXIT trap cleans up on these too
 started=$SECONDS
 # The root filesystem's UUID (and the disk's MBR id) come from the key: equal inputs, equal disks.
 uuid="$(echo "$key" | sha256sum | sed -E 's/^(.{8})(.{4}).(.{3}).(.{3})(.{12}).*/\1-\2-4\3-8\4-\5/')"

@@ -11,6 +11,7 @@ UID 107, as in a launcher pod; the test talks to it with JSON lines on its stdin
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -77,10 +78,14 @@ def user_data(ssh_key: str) -> str:
     return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"
 
 
-def ssh_public_key() -> str:
-    public = Ed25519PrivateKey.generate().public_key()
-    raw = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return raw.decode() + " podvirt-test"
+def ssh_key_pair() -> tuple[bytes, str]:
+    """An OpenSSH private key and its authorized_keys line."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public.decode() + " podvirt-test"
 
 
 def domain_xml(disk: Path, seed: Path, console: Path) -> str:
@@ -308,7 +313,8 @@ def test_cloudguest_boots_applies_nocloud_seed_and_accepts_a_password_login(clou
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(disk)], check=True)
     seed = scratch / "seed.iso"
     meta = f'instance-id: "{DOMAIN}"\nlocal-hostname: "{HOSTNAME}"\n'
-    write_iso(seed, "cidata", {"meta-data": meta.encode(), "user-data": user_data(ssh_public_key()).encode()}, "test")
+    private_key, public_key = ssh_key_pair()
+    write_iso(seed, "cidata", {"meta-data": meta.encode(), "user-data": user_data(public_key).encode()}, "test")
     xml = scratch / "domain.xml"
     xml.write_text(domain_xml(disk, seed, scratch / "console.sock"))
     (scratch / "libvirt").mkdir()
@@ -342,8 +348,13 @@ def test_cloudguest_boots_applies_nocloud_seed_and_accepts_a_password_login(clou
         assert "DataSourceNoCloud" in out, out
         rc, out = console.run("systemctl is-active ssh qemu-guest-agent systemd-networkd")
         assert rc == 0, out
-        rc, out = console.run(f"cat /home/{USER}/.ssh/authorized_keys")
-        assert rc == 0 and "podvirt-test" in out, out
+        # The seed's key logs in through sshd (the guest to itself: QEMU user networking forwards no port).
+        key_b64 = base64.b64encode(private_key).decode()
+        rc, out = console.run(f"umask 077; echo {key_b64} | base64 -d > ~/.ssh/test_key")
+        assert rc == 0, out
+        ssh = "ssh -i ~/.ssh/test_key -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+        rc, out = console.run(f"{ssh} {USER}@localhost 'echo ssh-as-$(id -un)-ok'", timeout=120)
+        assert rc == 0 and f"ssh-as-{USER}-ok" in out, out
         # Made on this first boot, not baked into the image.
         rc, out = console.run("test -s /etc/machine-id && ls /etc/ssh/ssh_host_ed25519_key.pub && sudo -n true")
         assert rc == 0, out
