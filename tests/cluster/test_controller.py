@@ -130,6 +130,7 @@ def start_controller(cluster: Cluster, kube: Kube, tmp_path: Path) -> Iterator[C
             f"--kubeconfig={cluster.kubeconfig}",
             f"--metrics-address=127.0.0.1:{port}",
             f"--launcher-command={launcher}",
+            "--use-emulation",  # guests run under TCG here: launcher pods do not ask for /dev/kvm
             "--log-format=text",
             "--lease-namespace=kube-system",
             "--lease-duration=4",
