@@ -336,7 +336,7 @@ def run(vms: int, nodes: int, timeout: float, workers: int) -> dict[str, Any]:
             kube.create(VIRTUAL_MACHINES, vm(name), NAMESPACE)
             created_at[name] = time.monotonic()
 
-        with ThreadPoolExecutor(max_workers=16) as pool:
+        with ThreadPoolExecutor(max_workers=32) as pool:
             list(pool.map(create, names))
         created = time.monotonic() - start
 
@@ -370,6 +370,7 @@ def run(vms: int, nodes: int, timeout: float, workers: int) -> dict[str, Any]:
             "seconds_until_all_vmis_created": last(watcher.created),
             "seconds_until_all_pods_created": last(kubelet.created),
             "seconds_until_all_pods_bound": all_bound,
+            "seconds_from_last_vm_created_until_all_pods_bound": all_bound - created,
             "seconds_until_all_vmis_scheduled": all_scheduled,
             "vm_create_to_vmi_scheduled_seconds": _results.summary(latencies),
             **per_vmi(after - before, vms, sum(n for k, n in events.items() if k.startswith("virt-controller:"))),
