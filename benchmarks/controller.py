@@ -161,7 +161,7 @@ class FakeNodes:
 class SimulatedKubelet:
     """Marks pods bound to the fake nodes Running and ready: launcher pods that only simulate readiness."""
 
-    def __init__(self, kube: Kube, workers: int = 4) -> None:
+    def __init__(self, kube: Kube, workers: int = 16) -> None:
         self.kube = kube
         self.created: dict[str, float] = {}
         self.bound: dict[str, float] = {}
