@@ -85,7 +85,13 @@ def parse_domain_info(body: dict[str, Any]) -> DomainInfo:
     domain = None
     if isinstance(state, str) and state in _STATES:
         reason = body.get("reason") if isinstance(body.get("reason"), str) else ""
-        domain = Domain(_STATES[state], str(reason or ""), clean_shutdown=body.get("outcome") == "Succeeded")
+        outcome = body.get("outcome")
+        domain = Domain(
+            _STATES[state],
+            str(reason or ""),
+            clean_shutdown=outcome == "Succeeded",
+            outcome_known=outcome in ("Succeeded", "Failed"),
+        )
     exit_code = body.get("exitCode")
     return DomainInfo(phase, domain, exit_code if isinstance(exit_code, int) else None, body)
 

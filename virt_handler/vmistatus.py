@@ -43,6 +43,9 @@ class Domain:
     reason: str = ""
     # For a shut-off domain: did the guest power itself off (or accept an ACPI shutdown)?
     clean_shutdown: bool = False
+    # Whether the launcher has settled the outcome (``clean_shutdown`` is then authoritative); before
+    # that, a shut-off domain's reason decides only when it is unambiguous.
+    outcome_known: bool = True
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,12 @@ def target_phase(current: str, domain: Domain | None) -> tuple[str, str]:
     if domain.state == DomainState.SHUTDOWN:
         return (current or "Running"), ""
     if domain.state == DomainState.SHUTOFF:
+        if not domain.outcome_known:
+            if domain.reason == "Shutdown":
+                return "Succeeded", "GuestShutdown"
+            if domain.reason in ("Crashed", "Failed"):
+                return "Failed", domain.reason
+            return current, ""  # destroyed or unknown: the launcher's outcome will tell
         if domain.clean_shutdown:
             return "Succeeded", domain.reason or "GuestShutdown"
         return "Failed", domain.reason or "DomainStopped"

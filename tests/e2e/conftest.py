@@ -18,7 +18,6 @@ import pytest
 from e2e_env import Podvirt
 from vm.harness import build_guest_image
 
-from devcluster import processes
 from devcluster.cluster import Cluster
 from devcluster.config import free_port
 from devcluster.images import import_image
@@ -27,11 +26,6 @@ from podvirt_common.kube import Kube
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_IMAGE = "registry.podvirt.test/tiny-containerdisk:1"
-
-
-def _start(cluster: Cluster, name: str, argv: list[str]) -> processes.ProcessRecord:
-    proc = processes.spawn(name, argv, cluster.state_dir / "logs" / f"{name}.log")
-    return processes.record(name, proc)
 
 
 @pytest.fixture(scope="session")
@@ -69,45 +63,40 @@ def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     kubeconfig = str(cluster.kubeconfig)
     running = Podvirt(cluster, Kube.connect(kubeconfig), {}, client_context)
     try:
-        running.records.append(
-            _start(
-                cluster,
-                "virt-controller",
-                [
-                    sys.executable,
-                    "-m",
-                    "virt_controller",
-                    f"--kubeconfig={kubeconfig}",
-                    "--use-emulation",
-                    "--no-leader-elect",
-                    "--log-format=text",
-                ],
-            )
+        running.start(
+            "virt-controller",
+            [
+                sys.executable,
+                "-m",
+                "virt_controller",
+                f"--kubeconfig={kubeconfig}",
+                "--use-emulation",
+                "--no-leader-elect",
+                "--log-format=text",
+            ],
         )
         for node in cluster.nodes:
             port = free_port()
             running.handler_ports[node] = port
-            running.records.append(
-                _start(
-                    cluster,
-                    f"virt-handler-{node}",
-                    [
-                        sys.executable,
-                        "-m",
-                        "virt_handler",
-                        f"--node-name={node}",
-                        f"--kubeconfig={kubeconfig}",
-                        f"--kubelet-root={cluster.config.node_root(node)}",
-                        "--listen=127.0.0.1",
-                        f"--port={port}",
-                        f"--tls-cert={pki / 'handler.crt'}",
-                        f"--tls-key={pki / 'handler.key'}",
-                        f"--client-ca={pki / 'ca.crt'}",
-                        "--log-format=text",
-                    ],
-                )
+            running.start(
+                f"virt-handler-{node}",
+                [
+                    sys.executable,
+                    "-m",
+                    "virt_handler",
+                    f"--node-name={node}",
+                    f"--kubeconfig={kubeconfig}",
+                    f"--kubelet-root={cluster.config.node_root(node)}",
+                    "--listen=127.0.0.1",
+                    f"--port={port}",
+                    f"--tls-cert={pki / 'handler.crt'}",
+                    f"--tls-key={pki / 'handler.key'}",
+                    f"--client-ca={pki / 'ca.crt'}",
+                    "--log-format=text",
+                ],
             )
-        time.sleep(1)
+        for node in cluster.nodes:
+            running.wait_handler(node)
         for record in running.records:
             assert record.alive(), f"{record.name} exited at start:\n{running.log_tail(record.name)}"
         yield running

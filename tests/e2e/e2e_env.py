@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -24,6 +26,38 @@ class Podvirt:
     handler_ports: dict[str, int]
     client_context: ssl.SSLContext
     records: list[processes.ProcessRecord] = field(default_factory=list)
+    argv: dict[str, list[str]] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str] | None = None) -> processes.ProcessRecord:
+        """Start a component (again) as its own process group, logging to the cluster's log directory."""
+        if argv is not None:
+            self.argv[name] = argv
+        proc = processes.spawn(name, self.argv[name], self.cluster.state_dir / "logs" / f"{name}.log")
+        record = processes.record(name, proc)
+        self.records = [r for r in self.records if r.name != name] + [record]
+        return record
+
+    def wait_handler(self, node: str, timeout: float = 60) -> None:
+        """Until the node's handler accepts connections on its endpoint."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.handler_ports[node]), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"virt-handler on {node} not listening:\n{self.log_tail('virt-handler-' + node)}"
+                    ) from None
+                time.sleep(0.2)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a component's whole process group, as a crash would."""
+        record = next(r for r in self.records if r.name == name)
+        record.signal_group(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while record.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def vmi(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -96,3 +96,13 @@ def test_launcher_version_is_recorded_once() -> None:
     obs = Observation(NOW, Domain(DomainState.RUNNING), launcher_version="v0.1.0")
     patch = status_patch(vmi("Running", [{"type": "Ready", "status": "True"}]), obs)
     assert patch == {"launcherContainerImageVersion": "v0.1.0"}
+
+
+def test_a_shut_off_domain_without_an_outcome_is_decided_only_when_unambiguous() -> None:
+    def phase(reason: str) -> str | None:
+        patch = status_patch(vmi("Running"), seen(DomainState.SHUTOFF, reason=reason, outcome_known=False))
+        return None if patch is None else patch.get("phase")
+
+    assert phase("Shutdown") == "Succeeded"
+    assert phase("Crashed") == "Failed"
+    assert phase("Destroyed") is None  # a kill in progress: wait for the launcher's outcome
