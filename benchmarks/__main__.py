@@ -9,6 +9,8 @@ BENCHMARKS = {
     "devcluster": "cold build of the cluster binaries; devcluster up to ready",
     "node": "pod create to Running on the stand-in node",
     "launcher": "virt-launcher start to domain running and first console byte; launcher RSS",
+    "controller": "many VMs at once: seconds until every VMI is scheduled, API writes per VMI, controller RSS",
+    "api": "admission latency under concurrent creates; subresource call latency",
 }
 
 
