@@ -18,10 +18,10 @@ test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m devcluster up --state-dir $${PODVIRT_DEMO_DIR:-/var/tmp/podvirt-demo}
+	$(PY) scripts/demo.py up
 
 down:
-	$(PY) -m devcluster down --state-dir $${PODVIRT_DEMO_DIR:-/var/tmp/podvirt-demo}
+	$(PY) scripts/demo.py down
 
 bench: setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
