@@ -87,10 +87,15 @@ def _lists(kube: Kube) -> bool:
 
 
 @pytest.fixture
-def namespace(cluster: Cluster, kube: Kube) -> Iterator[str]:
+def namespace(cluster: Cluster, kube: Kube, start_controller: Callable[..., ControllerProcess]) -> Iterator[str]:
+    """A namespace of the test's own, deleted while the test's controller still runs (it finalises the
+    VMIs, so nothing is left behind waiting for a controller)."""
     name = f"ctl-{secrets.token_hex(3)}"
     cluster.kubectl("create", "namespace", name)
     yield name
+    cluster.kubectl(
+        "delete", "vm,vmirs,vmi", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False, timeout=90
+    )
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
