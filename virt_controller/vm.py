@@ -301,6 +301,9 @@ def reconcile_vm(
             resource_version=objects.meta(vm).get("resourceVersion"),
         )
         actions = [write, *actions] if first else [*actions, write]
+        failure_before = find_condition(status.get("conditions"), "Failure")
+        if sync_error is not None and (failure_before or {}).get("message") != sync_error.message:
+            actions.insert(1, Event(vm, sync_error.reason, sync_error.message, warning=True))
     return Plan(actions, requeue)
 
 

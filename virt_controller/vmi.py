@@ -126,6 +126,7 @@ def reconcile_vmi(
                         requeue = policy.scheduling_phase_delay
             if sync_error is not None:
                 conditions.append(condition("Synchronized", "False", now, sync_error.reason, sync_error.message))
+                event = Event(vmi, sync_error.reason, sync_error.message, warning=True)
     else:
         pod_phase = _pod_phase(pod)
         if pod_phase == "Failed":
@@ -192,7 +193,8 @@ def reconcile_vmi(
         # A write error must show even when retrying the create fails again: status first then.
         actions = [write, *actions] if sync_error is not None else [*actions, write]
         if event is not None and _new_problem(status, patch, event):
-            actions.append(event)
+            # Right after the status write when retrying a failed write: the retry may fail again.
+            actions.insert(1 if sync_error is not None else len(actions), event)
     # The node label goes on after the status says Scheduled: the node handler, which selects VMIs by
     # this label, then finds the VMI complete.
     if label_node is not None and objects.labels(vmi).get(names.NODE_NAME_LABEL) != label_node:

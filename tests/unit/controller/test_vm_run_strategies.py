@@ -522,3 +522,12 @@ def test_already_exists_is_never_a_sync_error() -> None:
     result = world.sync_vm()
     assert result.outcome is Outcome.STALE
     assert result.error is None
+
+
+def test_a_refused_vmi_is_told_once_as_a_warning_event() -> None:
+    world = World()
+    world.add_vm(vm_body())
+    for _ in range(3):
+        world.api.fail_next["create"] = ApiError(403, "Forbidden", "exceeded quota")
+        world.sync_vm()
+    assert world.api.event_reasons().count("FailedCreate") == 1

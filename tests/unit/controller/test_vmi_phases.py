@@ -402,3 +402,13 @@ def test_a_pod_that_is_merely_bound_costs_no_write_of_its_own() -> None:
     world.container(phase="Running", ready=True)
     world.settle_vmi()
     assert vmi_condition(world, "PodScheduled")["status"] == "True"
+
+
+def test_a_refused_pod_is_told_once_as_a_warning_event() -> None:
+    world = World()
+    world.add_vmi()
+    refusal = ApiError(403, "Forbidden", "exceeded quota")
+    for _ in range(3):
+        world.api.fail_next["create"] = refusal
+        world.sync_vmi()
+    assert world.api.event_reasons().count("FailedCreate") == 1
