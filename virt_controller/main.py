@@ -127,7 +127,13 @@ def serve_probes(address: str, controller: Controller, elector: LeaderElector | 
         return None
     host, _, port = address.rpartition(":")
     handler = type("Probes", (_Probes,), {"controller": controller, "elector": elector})
-    server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), handler)  # noqa: S104
+    try:
+        server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), handler)  # noqa: S104
+    except OSError as exc:
+        # On a shared host (devcluster runs pods on the host network) the port may be taken: the
+        # controller's work matters more than its metrics, so it goes on without them, loudly.
+        log.error("cannot serve /metrics, /healthz, /readyz on %s (%s); running without them", address, exc)
+        return None
     threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()
     log.info("serving /metrics, /healthz, /readyz on %s:%s", *server.server_address[:2])
     return server
