@@ -20,6 +20,7 @@ from devcluster.pki import ClusterPKI
 from devcluster.supervisor import read_status
 
 UP_TIMEOUT = 240.0
+RESTART_TIMEOUT = 60.0
 DOWN_TIMEOUT = 120.0
 
 
@@ -48,7 +49,13 @@ class Cluster:
         cmd = [str(binaries.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
-            raise ClusterError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+            message = f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+            if "refused" in proc.stderr:
+                # The apiserver is not there: say what the supervisor knows, not just "refused".
+                message += f"\ncluster status: {read_status(self.state_dir)}\n" + _log_tail(
+                    self.state_dir, lines=15, names=("supervisor", "kube-apiserver")
+                )
+            raise ClusterError(message)
         return proc
 
     def api_client(self) -> ApiClient:
@@ -60,15 +67,29 @@ class Cluster:
     def nodes(self) -> tuple[str, ...]:
         return self.config.nodes
 
-    def restart_component(self, name: str) -> None:
-        """Ask the supervisor to restart one component (e.g. ``kube-apiserver``) in place."""
+    def restart_component(self, name: str, timeout: float = RESTART_TIMEOUT) -> None:
+        """Ask the supervisor to restart one component (e.g. ``kube-apiserver``) in place.
+
+        Returns once the old process is gone and a new one runs (not necessarily healthy yet), so a
+        caller that then waits for health cannot be answered by the old process.
+        """
         sup = _supervisor_record(self.state_dir)
         if sup is None or not sup.alive():
             raise ClusterError(f"no running devcluster in {self.state_dir}")
+        before = {r.name: r for r in self.processes()}.get(name)
+        if before is None:
+            raise ClusterError(f"devcluster in {self.state_dir} has no component {name!r}")
         control = self.state_dir / "control"
         control.mkdir(exist_ok=True)
         (control / f"restart-{name.replace('/', '-')}").write_text(name)
         os.kill(sup.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = {r.name: r for r in self.processes()}.get(name)
+            if now is not None and now != before and not before.alive():
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"{name} was not restarted within {timeout:.0f} s\n{_log_tail(self.state_dir)}")
 
     def processes(self) -> list[processes.ProcessRecord]:
         return processes.load_records(self.state_dir / "processes.json")
@@ -82,9 +103,11 @@ def _supervisor_record(state_dir: Path) -> processes.ProcessRecord | None:
         return None
 
 
-def _log_tail(state_dir: Path, lines: int = 25) -> str:
+def _log_tail(state_dir: Path, lines: int = 25, names: tuple[str, ...] = ()) -> str:
     text = []
     for log in sorted((state_dir / "logs").glob("*.log")):
+        if names and log.stem not in names:
+            continue
         tail = log.read_text(errors="replace").splitlines()[-lines:]
         text.append(f"==> {log} <==\n" + "\n".join(tail))
     return "\n".join(text)

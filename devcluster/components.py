@@ -61,7 +61,7 @@ def _apiserver(cfg: ClusterConfig, pki: ClusterPKI) -> Component:
         "--profiling=false",
         "--v=1",
     )
-    return Component("kube-apiserver", argv, f"{cfg.server}/readyz", health_needs_admin=True, stop_timeout=15)
+    return Component("kube-apiserver", argv, f"{cfg.server}/readyz", health_needs_admin=True, stop_timeout=5)
 
 
 def _kubeconfig(cfg: ClusterConfig, pki: ClusterPKI, stem: str) -> Path:

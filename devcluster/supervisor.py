@@ -122,30 +122,50 @@ class Supervisor:
             log.info("%s ready (pid %s)", comp.name, child.record.pid if child.record else "?")
 
     def watch(self) -> None:
-        """Restart children that die, with exponential back-off; handle restart requests."""
+        """Restart children that die, with exponential back-off; handle restart requests.
+
+        A child that cannot be (re)started is retried with back-off: one component's failure never
+        ends the supervisor, which would take the whole cluster down with it.
+        """
         while not self.stopping.wait(0.25):
             for child in self.children:
-                name = child.component.name
-                if name in self.restart_requests and child.record is not None:
-                    self.restart_requests.discard(name)
-                    log.info("restarting %s on request", name)
-                    child.record.stop(child.component.stop_timeout)
-                    if child.proc is not None:
-                        child.proc.wait()
-                    self._start(child)
-                    continue
-                if child.proc is None or child.proc.poll() is None:
-                    continue
-                now = time.monotonic()
-                if child.next_restart == 0.0:
-                    stable = now - child.started_at > 30
-                    child.restarts = 0 if stable else child.restarts + 1
-                    delay = min(30.0, 0.5 * 2**child.restarts)
-                    child.next_restart = now + delay
-                    log.warning("%s exited with %s; restarting in %.1f s", name, child.proc.returncode, delay)
-                elif now >= child.next_restart:
-                    child.next_restart = 0.0
-                    self._start(child)
+                try:
+                    self._tend(child)
+                except Exception:
+                    log.exception("could not restart %s; trying again with back-off", child.component.name)
+                    child.proc = None
+                    self._schedule_restart(child)
+
+    def _tend(self, child: Child) -> None:
+        name = child.component.name
+        if name in self.restart_requests and child.record is not None:
+            self.restart_requests.discard(name)
+            log.info("restarting %s on request", name)
+            child.record.stop(child.component.stop_timeout)
+            if child.proc is not None:
+                child.proc.wait()
+            self._start(child)
+            return
+        if child.proc is not None and child.proc.poll() is None:
+            return
+        if child.next_restart == 0.0:
+            self._schedule_restart(child)
+            log.warning(
+                "%s exited with %s; restarting in %.1f s",
+                name,
+                child.proc.returncode if child.proc is not None else "an error",
+                child.next_restart - time.monotonic(),
+            )
+        elif time.monotonic() >= child.next_restart:
+            child.next_restart = 0.0
+            self._start(child)
+
+    @staticmethod
+    def _schedule_restart(child: Child) -> None:
+        now = time.monotonic()
+        stable = now - child.started_at > 30
+        child.restarts = 0 if stable else child.restarts + 1
+        child.next_restart = now + min(30.0, 0.5 * 2**child.restarts)
 
     def stop_all(self) -> None:
         for child in reversed(self.children):

@@ -188,6 +188,7 @@ def cmd_up() -> int:
             f"--kubeconfig={kubeconfig}",
             "--use-emulation",
             "--no-leader-elect",
+            "--metrics-address=127.0.0.1:18180",
             "--log-format=text",
         ],
     )

@@ -169,16 +169,32 @@ def execute(
         if answer is not None:
             result.objects.append(answer)
             meta = answer.get("metadata") or {}
-            if meta.get("resourceVersion") and not isinstance(action, Event):
-                versions[(action.resource.plural, str(meta.get("namespace") or ""), str(meta.get("name")))] = str(
-                    meta["resourceVersion"]
-                )
+            if not isinstance(action, Event):
+                key = (action.resource.plural, str(meta.get("namespace") or ""), str(meta.get("name")))
+                if meta.get("resourceVersion") and _preconditioned(action):
+                    versions[key] = str(meta["resourceVersion"])
+                else:
+                    # Applied to whatever the object was: its new version may include someone else's
+                    # change, so a later precondition must stay on the observed version (and fail).
+                    versions.pop(key, None)
             if isinstance(action, Create):
                 result.created.append(answer)
         if on_write is not None and not isinstance(action, Event):
             on_write(type(action).__name__.lower(), action.resource)
     result.completed = len(plan.actions)
     return result
+
+
+def _preconditioned(action: Action) -> bool:
+    """Whether ``action`` applies only to the exact version observed (so its answer is that version
+    plus this write alone). A Create is: the object did not exist."""
+    if isinstance(action, Create):
+        return True
+    if isinstance(action, MergePatch):
+        return action.resource_version is not None
+    if isinstance(action, JSONPatch):
+        return any(op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion" for op in action.operations)
+    return False
 
 
 def _failed(result: Result, action: Action, exc: ApiError) -> Result:

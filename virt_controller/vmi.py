@@ -50,6 +50,7 @@ Obj = dict[str, Any]
 # Conditions this controller derives from the pod and drops when they no longer apply. It also sets
 # Ready (from the pod, once the VMI runs) but never drops it.
 OWNED_CONDITIONS = ("PodScheduled", "Synchronized")
+FINAL_DROPPED_CONDITIONS = ("Ready", "Paused")
 IMAGE_PROBLEMS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 CONTAINER_PROBLEMS = (*IMAGE_PROBLEMS, "CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 
@@ -172,7 +173,11 @@ def reconcile_vmi(
         conditions.append(condition("Ready", "False", now, NOT_RUNNING_REASON, NOT_RUNNING_MESSAGE))
 
     status = objects.status(vmi)
-    merged = merge_conditions(status.get("conditions"), OWNED_CONDITIONS, _dedupe(conditions))
+    owned: tuple[str, ...] = OWNED_CONDITIONS
+    if wanted.get("phase") in ("Succeeded", "Failed"):
+        # A VMI that has ended is neither ready nor paused, whoever said so while it ran.
+        owned = (*OWNED_CONDITIONS, *FINAL_DROPPED_CONDITIONS)
+    merged = merge_conditions(status.get("conditions"), owned, _dedupe(conditions))
     if merged != list(status.get("conditions") or []):
         wanted["conditions"] = merged
     if "phase" in wanted and wanted["phase"] != phase:
@@ -243,17 +248,15 @@ def _transitions(vmi: Mapping[str, Any], phase: str, now: datetime) -> list[Obj]
 
 def _add_finalizer(vmi: Mapping[str, Any]) -> JSONPatch:
     current = objects.finalizers(vmi)
-    ops: list[Obj]
+    # On the observed version only: the status write planned after it then stays on that version too.
+    ops: list[Obj] = [
+        {"op": "test", "path": "/metadata/uid", "value": objects.uid(vmi)},
+        {"op": "test", "path": "/metadata/resourceVersion", "value": objects.meta(vmi).get("resourceVersion")},
+    ]
     if current:
-        ops = [
-            {"op": "test", "path": "/metadata/finalizers", "value": current},
-            {"op": "add", "path": "/metadata/finalizers/-", "value": names.VMI_FINALIZER},
-        ]
+        ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": names.VMI_FINALIZER})
     else:
-        ops = [
-            {"op": "test", "path": "/metadata/uid", "value": objects.uid(vmi)},
-            {"op": "add", "path": "/metadata/finalizers", "value": [names.VMI_FINALIZER]},
-        ]
+        ops.append({"op": "add", "path": "/metadata/finalizers", "value": [names.VMI_FINALIZER]})
     return JSONPatch(VIRTUAL_MACHINE_INSTANCES, objects.namespace(vmi), objects.name(vmi), ops)
 
 

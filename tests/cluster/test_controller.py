@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -27,7 +28,6 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import Cluster
-from devcluster.config import free_port
 from podvirt_common.kube import (
     LEASES,
     PODS,
@@ -103,7 +103,17 @@ def namespace(cluster: Cluster, kube: Kube, start_controller: Callable[..., Cont
 class ControllerProcess:
     proc: subprocess.Popen[bytes]
     log: Path
-    metrics_port: int
+
+    @property
+    def metrics_port(self) -> int:
+        """The port the controller bound for ``--metrics-address=127.0.0.1:0``, from its log."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = re.search(r"serving /metrics, /healthz, /readyz on 127\.0\.0\.1:(\d+)", self.log.read_text())
+            if found:
+                return int(found.group(1))
+            time.sleep(0.1)
+        raise AssertionError(f"the controller never said where it serves /metrics; see {self.log}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
         if self.proc.poll() is not None:
@@ -129,11 +139,10 @@ def start_controller(cluster: Cluster, kube: Kube, tmp_path: Path) -> Iterator[C
     def start(*extra: str, launcher: str = STAND_IN_LAUNCHER, identity: str | None = None) -> ControllerProcess:
         n = len(started)
         log = tmp_path / f"controller-{n}.log"
-        port = free_port()
         argv = [
             sys.executable, "-m", "virt_controller",
             f"--kubeconfig={cluster.kubeconfig}",
-            f"--metrics-address=127.0.0.1:{port}",
+            "--metrics-address=127.0.0.1:0",  # a free port, chosen by the kernel; see metrics_port
             f"--launcher-command={launcher}",
             "--use-emulation",  # guests run under TCG here: launcher pods do not ask for /dev/kvm
             "--log-format=text",
@@ -145,7 +154,7 @@ def start_controller(cluster: Cluster, kube: Kube, tmp_path: Path) -> Iterator[C
         ]  # fmt: skip
         with log.open("wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        handle = ControllerProcess(proc, log, port)
+        handle = ControllerProcess(proc, log)
         started.append(handle)
         return handle
 

@@ -36,8 +36,10 @@ def tiny_containerdisk(cluster: Cluster) -> str:
     return TINY_IMAGE
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podvirt]:
+    """podvirt's components for one test module, stopped after it: other tests on the session's
+    cluster start controllers of their own, which must not meet this one's."""
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     deadline = time.monotonic() + 60
     for crd in ("virtualmachines", "virtualmachineinstances", "virtualmachineinstancereplicasets"):
@@ -72,6 +74,7 @@ def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 f"--kubeconfig={kubeconfig}",
                 "--use-emulation",
                 "--no-leader-elect",
+                "--metrics-address=127.0.0.1:0",
                 "--log-format=text",
             ],
         )

@@ -33,7 +33,11 @@ def test_guest_power_off_is_succeeded(podvirt: Podvirt, namespace: str, tiny_con
     podvirt.read_console_until(node, namespace, "off", b"PODVIRT-GUEST-READY", send=b"\n")
     podvirt.read_console_until(node, namespace, "off", b"poweroff", send=b"poweroff -f\n")
     done = podvirt.wait_phase(namespace, "off", "Succeeded", timeout=120)
-    assert not any(c["type"] == "Ready" for c in done["status"].get("conditions") or [])
+    conditions = done["status"].get("conditions") or []
+    # On failure, who wrote the condition is in managedFields.
+    assert not any(c["type"] == "Ready" for c in conditions), (
+        f"{conditions}\n{podvirt.log_tail('virt-controller', 80)}\n{podvirt.log_tail(f'virt-handler-{node}', 40)}"
+    )
 
 
 def test_killed_qemu_is_failed(podvirt: Podvirt, namespace: str, tiny_containerdisk: str) -> None:

@@ -268,7 +268,8 @@ class SerialConsole:
         trailer = '; echo "@@RC=$?@@"'
         self.send(command + trailer)
         # The terminal echoes the command line with `$?` unexpanded: only the shell's output matches.
-        echoed = self.expect(re.escape(trailer), timeout)
+        # Match only the unexpanded marker: a slow serial line may redraw the echo with extra spaces.
+        echoed = self.expect(re.escape('"@@RC=$?@@"'), timeout)
         status = self.expect(r"@@RC=(\d+)@@", timeout)
         output = ANSI_ESCAPE.sub("", self.text[echoed.end() : status.start()]).replace("\r", "")
         return int(status.group(1)), output

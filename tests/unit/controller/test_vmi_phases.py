@@ -205,26 +205,37 @@ def test_a_pod_deleted_while_the_vmi_is_still_pending_fails_it_too() -> None:
     assert vmi_status(world)["phase"] == "Failed"
 
 
-def test_a_launcher_that_completes_after_the_vmi_ran_succeeds_it() -> None:
+def running_ready() -> World:
+    """A VMI whose handler says Running and whose launcher pod is ready."""
     world = started(World())
     world.bind()
     world.container(phase="Running", ready=True)
     world.settle_vmi()
     world.vmi_phase("Running")
     world.settle_vmi()
+    return world
+
+
+def test_a_launcher_that_completes_after_the_vmi_ran_succeeds_it() -> None:
+    world = running_ready()
     assert vmi_condition(world, "Ready")["status"] == "True"
     world.container(phase="Succeeded", terminated={"exitCode": 0})
     world.settle_vmi()
     assert vmi_status(world)["phase"] == "Succeeded"
+    assert vmi_condition(world, "Ready") is None
+
+
+def test_a_running_vmi_whose_launcher_fails_is_no_longer_ready() -> None:
+    world = running_ready()
+    assert vmi_condition(world, "Ready")["status"] == "True"
+    world.container(phase="Failed", terminated={"exitCode": 1, "reason": "Error"})
+    world.settle_vmi()
+    assert vmi_status(world)["phase"] == "Failed"
+    assert vmi_condition(world, "Ready") is None
 
 
 def test_an_unready_launcher_makes_a_running_vmi_unready() -> None:
-    world = started(World())
-    world.bind()
-    world.container(phase="Running", ready=True)
-    world.settle_vmi()
-    world.vmi_phase("Running")
-    world.settle_vmi()
+    world = running_ready()
     world.container(phase="Running", ready=False)
     world.settle_vmi()
     assert vmi_condition(world, "Ready")["reason"] == "PodNotReady"
