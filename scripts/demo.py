@@ -33,6 +33,7 @@ from podvirt_common import certs
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("PODVIRT_DEMO_DIR", "/var/tmp/podvirt-demo"))
 IMAGE = "registry.podvirt.test/tiny-containerdisk:1"
+HANDLER_METRICS_PORT = 18280
 HANDLER_PORT = 18186
 VM = {
     "apiVersion": "kubevirt.io/v1",
@@ -208,6 +209,7 @@ def cmd_up() -> int:
                 f"--tls-cert={pki / 'handler.crt'}",
                 f"--tls-key={pki / 'handler.key'}",
                 f"--client-ca={pki / 'ca.crt'}",
+                f"--metrics-address=127.0.0.1:{HANDLER_METRICS_PORT + i}",
                 "--log-format=text",
             ],
         )

@@ -20,12 +20,10 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from podvirt_common import logs
+from podvirt_common import httpserve, logs
 from podvirt_common.kube import (
     PERSISTENT_VOLUME_CLAIMS,
     PODS,
@@ -95,48 +93,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class _Probes(BaseHTTPRequestHandler):
-    controller: Controller
-    elector: LeaderElector | None
-
-    def do_GET(self) -> None:
-        if self.path == "/metrics":
-            self._send(200, generate_latest(self.controller.metrics.registry), CONTENT_TYPE_LATEST)
-        elif self.path == "/healthz":
-            self._send(200, b"ok\n")
-        elif self.path == "/readyz":
-            leading = self.elector is None or self.elector.leading
-            ready = leading and self.controller.synced.is_set()
-            self._send(200 if ready else 503, b"ok\n" if ready else b"not leading or caches not synced\n")
-        else:
-            self._send(404, b"not found\n")
-
-    def _send(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
 def serve_probes(address: str, controller: Controller, elector: LeaderElector | None) -> ThreadingHTTPServer | None:
-    if not address:
-        return None
-    host, _, port = address.rpartition(":")
-    handler = type("Probes", (_Probes,), {"controller": controller, "elector": elector})
-    try:
-        server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), handler)  # noqa: S104
-    except OSError as exc:
-        # On a shared host (devcluster runs pods on the host network) the port may be taken: the
-        # controller's work matters more than its metrics, so it goes on without them, loudly.
-        log.error("cannot serve /metrics, /healthz, /readyz on %s (%s); running without them", address, exc)
-        return None
-    threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()
-    log.info("serving /metrics, /healthz, /readyz on %s:%s", *server.server_address[:2])
-    return server
+    def readyz() -> tuple[int, bytes, str]:
+        ready = (elector is None or elector.leading) and controller.synced.is_set()
+        return (200, b"ok\n", "text/plain") if ready else (503, b"not leading or caches not synced\n", "text/plain")
+
+    routes = {
+        "/metrics": httpserve.metrics_route(controller.metrics.registry),
+        "/healthz": httpserve.ok,
+        "/readyz": readyz,
+    }
+    return httpserve.serve(address, routes, "virt-controller")
 
 
 def lister(kube: Kube) -> Callable[[str], tuple[list[dict[str, Any]], str]]:

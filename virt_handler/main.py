@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client import CollectorRegistry, ProcessCollector
 
-from podvirt_common import logs
+from podvirt_common import httpserve, logs
 from podvirt_common.kube import NODES, PODS, VIRTUAL_MACHINE_INSTANCES, Kube
 from virt_handler import node as node_duties
 from virt_handler.dhcp import DHCPServer
 from virt_handler.informer import Informer
 from virt_handler.launcher_client import LauncherTarget
+from virt_handler.metrics import VMIStatsCollector
 from virt_handler.server import create_app
 from virt_handler.vmisync import VMISync, launcher_pod, rfc3339
 from virt_handler.workqueue import WorkQueue
@@ -48,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", type=Path, required=True, help="serving certificate (PEM)")
     p.add_argument("--tls-key", type=Path, required=True)
     p.add_argument("--client-ca", type=Path, required=True, help="CA that signs virt-api's client certificate")
+    p.add_argument(
+        "--metrics-address",
+        default="0.0.0.0:8080",
+        help="HOST:PORT of the plain-HTTP /metrics, /healthz and /readyz ('' for none; port 0: any free port)",
+    )
     p.add_argument("--kvm", choices=("auto", "yes", "no"), default="no", help="advertise KVM to the scheduler")
     p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     return p
@@ -89,6 +96,27 @@ class Handler:
             return None
         pod = launcher_pod(vmi, self.pods.items(), self.node)
         return None if pod is None else self.sync.target(vmi, pod)
+
+    def running_vmis(self) -> list[tuple[str, str, LauncherTarget]]:
+        """This node's running VMIs and their launchers (what the metrics are collected from)."""
+        found = []
+        for vmi in self.vmis.items():
+            meta = vmi["metadata"]
+            target = self.lookup(meta["namespace"], meta["name"])
+            if target is not None:
+                found.append((meta["namespace"], meta["name"], target))
+        return found
+
+    def http_routes(self) -> dict[str, httpserve.Route]:
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        registry.register(VMIStatsCollector(self.node, self.running_vmis))
+
+        def healthz() -> tuple[int, bytes, str]:
+            alive = all(t.is_alive() for t in self.threads) and not self.stopping.is_set()
+            return (200, b"ok\n", "text/plain") if alive else (503, b"stopping or a worker died\n", "text/plain")
+
+        return {"/metrics": httpserve.metrics_route(registry), "/healthz": healthz, "/readyz": healthz}
 
     def _worker(self) -> None:
         while (key := self.queue.get()) is not None:
@@ -152,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     kube = Kube.connect(args.kubeconfig, user_agent="virt-handler")
     handler = Handler(kube, args.node_name, args.kubelet_root, kvm=args.kvm == "yes")
     handler.start()
+    httpserve.serve(args.metrics_address, handler.http_routes(), "virt-handler")
     config = uvicorn.Config(
         create_app(handler.lookup),
         host=args.listen,

@@ -109,7 +109,7 @@ class ControllerProcess:
         """The port the controller bound for ``--metrics-address=127.0.0.1:0``, from its log."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            found = re.search(r"serving /metrics, /healthz, /readyz on 127\.0\.0\.1:(\d+)", self.log.read_text())
+            found = re.search(r"serving .*/metrics.* on 127\.0\.0\.1:(\d+)", self.log.read_text())
             if found:
                 return int(found.group(1))
             time.sleep(0.1)

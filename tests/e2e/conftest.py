@@ -95,6 +95,7 @@ def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
                     f"--tls-cert={pki / 'handler.crt'}",
                     f"--tls-key={pki / 'handler.key'}",
                     f"--client-ca={pki / 'ca.crt'}",
+                    "--metrics-address=127.0.0.1:0",
                     "--log-format=text",
                 ],
             )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import ssl
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +52,17 @@ class Podvirt:
                         f"virt-handler on {node} not listening:\n{self.log_tail('virt-handler-' + node)}"
                     ) from None
                 time.sleep(0.2)
+
+    def handler_metrics(self, node: str, timeout: float = 30) -> str:
+        """The node handler's /metrics (its port, chosen by the kernel, is in the handler's log)."""
+        log = self.cluster.state_dir / "logs" / f"virt-handler-{node}.log"
+        deadline = time.monotonic() + timeout
+        while not (found := re.findall(r"serving .*/metrics.* on 127\.0\.0\.1:(\d+)", log.read_text())):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"virt-handler on {node} never said where /metrics is:\n{self.log_tail(log.stem)}")
+            time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{found[-1]}/metrics", timeout=10) as answer:
+            return str(answer.read().decode())
 
     def kill(self, name: str) -> None:
         """SIGKILL a component's whole process group, as a crash would."""

@@ -5,6 +5,7 @@ console through the handler; deletion shuts the guest down and leaves no pod and
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -103,6 +104,17 @@ def test_vmi_runs_boots_serves_its_console_and_goes_away(
         assert resp.read().strip() == b"PODVIRT-FROM-GUEST"
     ours = qemu_pids() - before
     assert len(ours) == 1
+
+    # The node handler's metrics show this guest's real counters: CPU it used, bytes its NIC received.
+    metrics = podvirt.handler_metrics(node)
+    vmi_labels = f'name="tiny",namespace="{namespace}",node="{node}"'
+    cpu = re.search(rf"^kubevirt_vmi_cpu_usage_seconds{{{vmi_labels}}} (\S+)$", metrics, re.MULTILINE)
+    assert cpu is not None and float(cpu.group(1)) > 0, metrics
+    rx = re.search(
+        rf"^kubevirt_vmi_network_receive_bytes_total{{interface=\"[^\"]+\",{vmi_labels}}} (\S+)$", metrics, re.M
+    )
+    assert rx is not None and float(rx.group(1)) > 0, metrics
+    assert "process_resident_memory_bytes" in metrics
 
     podvirt.kube.delete(VIRTUAL_MACHINE_INSTANCES, "tiny", namespace)
     podvirt.wait_vmi(namespace, "tiny", "deleted", lambda o: o is None, timeout=90)
