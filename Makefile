@@ -3,7 +3,7 @@ VENV ?= /opt/podvirt/venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup test lint demo down bench crds
+.PHONY: setup test lint demo down bench crds manifests images
 
 setup:
 	@PODVIRT_VENV=$(VENV) scripts/setup.sh
@@ -28,3 +28,10 @@ bench: setup
 
 crds: setup
 	$(PY) -m kubevirt_types.crdgen crds/
+
+manifests: setup
+	$(PY) -m virt_operator.manifests .
+
+# REGISTRY and TAG default to the manifests' (quay.io/podvirt, v<version>).
+images:
+	scripts/build_images.sh $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(TAG),--tag $(TAG))

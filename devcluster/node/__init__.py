@@ -14,6 +14,10 @@ store (:mod:`devcluster.images`). It keeps the kubelet's directory layout under 
     <root>/ipam/<ip>                                               address leases
     <root>/processes.json                                          running containers' process groups
 
+A hostPath volume at or under ``/var/lib/kubelet`` means ``<root>`` (the path below it is kept): that
+is the kubelet's directory on a real node, so manifests written for one (virt-handler mounting the
+kubelet's directory at the same path) find this node's pods. Other hostPaths are the host's own.
+
 There is no kubelet API (no ``kubectl logs``/``exec``/``port-forward``): read the log files
 (:func:`devcluster.node.logs.container_log`).
 
@@ -21,8 +25,10 @@ What it does not do (honestly): it ignores container images and runs commands fr
 (a command that is not installed here fails with ``StartError``); there is no PID or IPC
 namespace, no cgroup limits (requests and limits are not enforced, cgroups only track and kill),
 no capability dropping or seccomp (``runAsUser``/``runAsGroup``/``allowPrivilegeEscalation`` are
-honoured), no DNS, no Services (no kube-proxy: ClusterIPs do not answer; the apiserver is relayed
-to ``127.0.0.1`` in every pod), no persistentVolumeClaim/CSI volumes, no ConfigMap/Secret volume
+honoured), no DNS, no hairpin or Services of its own (ClusterIPs answer through the cluster's
+service proxy, :mod:`devcluster.serviceproxy`, which also turns hairpin on for the bridge's ports;
+the ``kubernetes`` Service has no endpoints: the apiserver is relayed to ``127.0.0.1`` in every
+pod), no persistentVolumeClaim/CSI volumes, no ConfigMap/Secret volume
 updates after start (tokens are refreshed), no preStop/postStart hooks, no gRPC probes, no
 ``node-role`` label (NodeRestriction refuses it from the node itself). A ``mountPath`` that does
 not exist on the host is created there as an empty directory (or file) to mount on, and left in

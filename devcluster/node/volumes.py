@@ -8,6 +8,10 @@ service-account tokens come from the TokenRequest API, bound to the pod, and are
 of their lifetime. Image volumes are unpacked images from the local store, mounted read-only.
 Mounts happen only inside each container's private mount namespace (see ``_exec.py``); the host
 sees none of them except ``medium: Memory`` tmpfs mounts, which :meth:`PodVolumes.teardown` removes.
+
+A hostPath at or under :data:`KUBELET_DIR` is this node's own directory (``--root``): on a real node
+that path is the kubelet's, and every stand-in node keeps its own, so a DaemonSet that mounts the
+kubelet's directory (virt-handler, to reach launcher sockets) sees the pods of its node.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ UNSUPPORTED = (
     "gitRepo",
 )
 DEFAULT_TOKEN_SECONDS = 3600
+#: The kubelet's directory on a real node; hostPaths under it name this node's ``--root`` instead.
+KUBELET_DIR = Path("/var/lib/kubelet")
 
 
 class VolumeError(Exception):
@@ -183,9 +189,12 @@ class PodVolumes:
         images: ImageStore,
         allocatable: Mapping[str, str],
         now: Any = None,
+        node_root: Path | None = None,
     ) -> None:
         self.pod = pod
         self.pod_dir = pod_dir
+        #: The node's directory, standing in for the kubelet's (``pod_dir`` is ``<root>/pods/<uid>``).
+        self.node_root = node_root if node_root is not None else pod_dir.parent.parent
         self.fetcher = fetcher
         self.images = images
         self.allocatable = allocatable
@@ -210,7 +219,8 @@ class PodVolumes:
             if kind in UNSUPPORTED:
                 raise VolumeError(f"volume {name}: {kind} volumes are not supported by the devcluster node agent")
             if kind == "hostPath":
-                self.volumes[name] = Volume(name, kind, _host_path(name, spec["hostPath"]), spec)
+                path = node_path(Path(str(spec["hostPath"]["path"])), self.node_root)
+                self.volumes[name] = Volume(name, kind, _host_path(name, path, spec["hostPath"]), spec)
             elif kind == "image":
                 self.volumes[name] = Volume(name, kind, None, spec)
             elif kind in PLUGIN_DIRS:
@@ -339,8 +349,15 @@ class PodVolumes:
         self._tmpfs.clear()
 
 
-def _host_path(name: str, spec: Mapping[str, Any]) -> Path:
-    path = Path(str(spec["path"]))
+def node_path(path: Path, node_root: Path) -> Path:
+    """Where a hostPath is on this machine: under ``node_root`` if it names the kubelet's directory."""
+    normal = Path(os.path.normpath(path))
+    if normal == KUBELET_DIR or KUBELET_DIR in normal.parents:
+        return node_root / normal.relative_to(KUBELET_DIR)
+    return path
+
+
+def _host_path(name: str, path: Path, spec: Mapping[str, Any]) -> Path:
     kind = spec.get("type") or ""
     checks = {
         "Directory": path.is_dir,
