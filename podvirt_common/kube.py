@@ -50,6 +50,7 @@ DEFAULT_TIMEOUT = 30.0
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,32 @@ class Kube:
             content_type=JSON_PATCH,
         )
         return obj
+
+    def apply(
+        self,
+        resource: Resource,
+        obj: Mapping[str, Any],
+        field_manager: str,
+        *,
+        force: bool = True,
+        subresource: str | None = None,
+    ) -> Obj:
+        """Server-side apply: ``obj`` (with apiVersion, kind, metadata.name and, if namespaced,
+        metadata.namespace) becomes what ``field_manager`` says about the object; fields others manage
+        stay. ``force`` takes over fields another manager owns instead of failing with a conflict."""
+        meta = obj.get("metadata") or {}
+        query: dict[str, str | int | bool] = {"fieldManager": field_manager}
+        if force:
+            query["force"] = True
+        # JSON is YAML; a string body is sent as it is, whatever the client library does with YAML types.
+        result: Obj = self.request(
+            "PATCH",
+            resource.path(meta.get("namespace"), meta["name"], subresource),
+            query=query,
+            body=json.dumps(dict(obj), separators=(",", ":")),
+            content_type=APPLY_PATCH,
+        )
+        return result
 
     def delete(
         self,
