@@ -28,6 +28,7 @@ PRIORITY_CLASS = "kubevirt-cluster-critical"
 #: The non-root user of virt-api, virt-controller and virt-operator (``USER`` in their images too).
 COMPONENT_UID = 1001
 CONTROLLER_METRICS_PORT = 8080
+HANDLER_METRICS_PORT = 8080
 API_SERVICE_PORT = 443
 HANDLER_SERVER_CERTS = "/etc/podvirt/handler-server"
 HANDLER_CLIENT_CERTS = "/etc/podvirt/handler-client"
@@ -189,15 +190,28 @@ def virt_handler(config: InstallConfig) -> list[Obj]:
             f"--tls-cert={server}/{TLS_CERT_KEY}",
             f"--tls-key={server}/{TLS_KEY_KEY}",
             f"--client-ca={server}/{CA_BUNDLE_KEY}",
+            f"--metrics-address=0.0.0.0:{HANDLER_METRICS_PORT}",
             f"--kvm={'no' if config.use_emulation else 'yes'}",
             "--log-format=json",
         ],
         env=_env(("NODE_NAME", "spec.nodeName")),
-        ports=[{"name": "handler", "containerPort": HANDLER_PORT, "protocol": "TCP"}],
-        # The endpoint's /healthz requires virt-api's client certificate (mutual TLS), which a kubelet
-        # probe cannot present: the probes only check that the handler accepts connections.
-        readinessProbe={"tcpSocket": {"port": HANDLER_PORT}, "initialDelaySeconds": 2, "periodSeconds": 10},
-        livenessProbe={"tcpSocket": {"port": HANDLER_PORT}, "initialDelaySeconds": 30, "periodSeconds": 20},
+        ports=[
+            {"name": "handler", "containerPort": HANDLER_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": HANDLER_METRICS_PORT, "protocol": "TCP"},
+        ],
+        # The plain-HTTP /healthz and /readyz beside /metrics (the mutual-TLS endpoint's own /healthz
+        # wants virt-api's client certificate, which a kubelet probe cannot present). They answer once
+        # the informers have synced, and fail when a worker thread has died.
+        readinessProbe={
+            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "initialDelaySeconds": 2,
+            "periodSeconds": 10,
+        },
+        livenessProbe={
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 20,
+        },
         resources={"requests": {"cpu": "10m", "memory": "100Mi"}},
         # Root and privileged: it creates taps, bridges and nftables rules and serves DHCP inside the
         # launcher pods' network namespaces (setns needs CAP_SYS_ADMIN, the devices CAP_NET_ADMIN and

@@ -179,6 +179,9 @@ def test_the_components_accept_their_arguments() -> None:
     handler_args = handler_main._parser().parse_args(container(handler)["args"])
     assert str(handler_args.kubelet_root) == CONFIG.kubelet_root
     assert handler_args.kvm == "no"
+    probe_port = container(handler)["readinessProbe"]["httpGet"]["port"]
+    [metrics] = [p for p in container(handler)["ports"] if p["name"] == probe_port]
+    assert handler_args.metrics_address == f"0.0.0.0:{metrics['containerPort']}"
     plain = container(find(components(CONFIG), "Deployment", "virt-controller", CONFIG.namespace))
     assert "--use-emulation" not in plain["args"]
 
