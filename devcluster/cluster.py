@@ -14,7 +14,7 @@ from pathlib import Path
 from kubernetes.client import ApiClient
 from kubernetes.config import new_client_from_config
 
-from devcluster import binaries, components, processes
+from devcluster import binaries, components, processes, serviceproxy
 from devcluster.config import ClusterConfig
 from devcluster.pki import ClusterPKI
 from devcluster.supervisor import read_status
@@ -157,7 +157,8 @@ def down(state_dir: Path, timeout: float = DOWN_TIMEOUT) -> None:
 
 
 def sweep(state_dir: Path) -> None:
-    """Kill any recorded process group still alive (after a crash of the supervisor, say)."""
+    """Kill any recorded process group still alive (after a crash of the supervisor, say), and undo
+    what killed components left on the host: node namespaces and mounts, the service proxy's table."""
     for record in processes.load_records(state_dir / "processes.json"):
         if record.group_alive():
             record.stop(5.0)
@@ -165,16 +166,21 @@ def sweep(state_dir: Path) -> None:
         for record in processes.load_records(extra):
             if record.group_alive():
                 record.stop(5.0)
-    _clean_nodes(state_dir)
-
-
-def _clean_nodes(state_dir: Path) -> None:
-    """Namespaces, cgroups, mounts and bridge addresses a killed node agent left behind."""
     try:
         cfg = ClusterConfig.load(state_dir)
     except FileNotFoundError:
         return
-    pki = ClusterPKI(state_dir)
+    _clean_nodes(cfg)
+    if cfg.nodes:  # only a cluster with nodes runs a service proxy, whose table is named by its bridge
+        try:
+            serviceproxy.remove(cfg.bridge)
+        except serviceproxy.NftError as exc:
+            raise ClusterError(f"removing the service proxy's table failed: {exc}") from exc
+
+
+def _clean_nodes(cfg: ClusterConfig) -> None:
+    """Namespaces, cgroups, mounts and bridge addresses a killed node agent left behind."""
+    pki = ClusterPKI(cfg.state_dir)
     for node in cfg.nodes:
         if not cfg.node_root(node).exists():
             continue

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ssl
+import subprocess
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from devcluster import binaries
+from devcluster import binaries, servicerules
 from devcluster.config import ClusterConfig
 from devcluster.pki import ADMIN, CONTROLLER_MANAGER, SCHEDULER, SERVICE_CIDR, ClusterPKI, node_identity
 
@@ -23,6 +24,8 @@ class Component:
     health_url: str | None = None
     # Readiness of the apiserver needs a client certificate; others answer anonymously.
     health_needs_admin: bool = False
+    # Or: a command that exits 0 once the component is ready.
+    health_command: tuple[str, ...] | None = None
     stop_timeout: float = 10.0
 
 
@@ -53,8 +56,8 @@ def _apiserver(cfg: ClusterConfig, pki: ClusterPKI) -> Component:
         "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         f"--proxy-client-cert-file={proxy_crt}",
         f"--proxy-client-key-file={proxy_key}",
-        # Aggregated APIs are reached through their Service's endpoints on a real cluster; here
-        # there is no kube-proxy, so the apiserver resolves the Service itself.
+        # As on a real cluster: webhooks and aggregated APIs named by a Service are dialled at its
+        # ClusterIP (the service proxy forwards it), not at an endpoint the apiserver picks.
         "--enable-aggregator-routing=false",
         # The kubernetes Service's endpoint would be 127.0.0.1, which EndpointSlices refuse.
         "--endpoint-reconciler-type=none",
@@ -154,16 +157,40 @@ def node_agent(cfg: ClusterConfig, pki: ClusterPKI, node: str) -> Component:
     return Component(f"node/{node}", argv, None, stop_timeout=30)
 
 
+def service_proxy(cfg: ClusterConfig) -> Component:
+    """ClusterIP Services for the cluster's pods and the host (see :mod:`devcluster.serviceproxy`)."""
+    argv = (
+        sys.executable,
+        "-m",
+        "devcluster.serviceproxy",
+        f"--kubeconfig={cfg.admin_kubeconfig}",
+        f"--bridge={cfg.bridge}",
+        f"--service-cidr={SERVICE_CIDR}",
+    )
+    # Ready once its table exists: it is created whole, with the first rules (and removed on stop).
+    table = ("nft", "list", "table", "ip", servicerules.table_name(cfg.bridge))
+    return Component("service-proxy", argv, health_command=table)
+
+
 def control_plane(cfg: ClusterConfig, pki: ClusterPKI) -> list[Component]:
     return [_etcd(cfg), _apiserver(cfg, pki), _controller_manager(cfg, pki), _scheduler(cfg, pki)]
 
 
 def all_components(cfg: ClusterConfig, pki: ClusterPKI) -> list[Component]:
-    return [*control_plane(cfg, pki), *(node_agent(cfg, pki, n) for n in cfg.nodes)]
+    """The control plane, then (with nodes: without them no pod could be an endpoint, and the bridge
+    would not be this cluster's) the service proxy, then the node agents."""
+    proxy = [service_proxy(cfg)] if cfg.nodes else []
+    return [*control_plane(cfg, pki), *proxy, *(node_agent(cfg, pki, n) for n in cfg.nodes)]
 
 
 def healthy(component: Component, pki: ClusterPKI, timeout: float = 2.0) -> bool:
-    """True when the component's health endpoint answers 200."""
+    """True when the component's health endpoint answers 200 (or its health command succeeds)."""
+    if component.health_command is not None:
+        try:
+            proc = subprocess.run(component.health_command, capture_output=True, timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return proc.returncode == 0
     if component.health_url is None:
         return True
     context: ssl.SSLContext | None = None
