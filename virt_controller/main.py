@@ -20,8 +20,11 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from podvirt_common import httpserve, logs
 from podvirt_common.kube import (
@@ -93,16 +96,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def serve_probes(address: str, controller: Controller, elector: LeaderElector | None) -> ThreadingHTTPServer | None:
-    def readyz() -> tuple[int, bytes, str]:
-        ready = (elector is None or elector.leading) and controller.synced.is_set()
-        return (200, b"ok\n", "text/plain") if ready else (503, b"not leading or caches not synced\n", "text/plain")
+@dataclass
+class Probes:
+    """What the probe endpoint reports. It is served from the start, while this replica waits for the
+    Lease too: a standby is alive and ready to take over (readiness must not depend on leading, or a
+    Deployment of two would never be fully ready and could never roll). The leader is ready once its
+    caches are synced."""
 
-    routes = {
-        "/metrics": httpserve.metrics_route(controller.metrics.registry),
-        "/healthz": httpserve.ok,
-        "/readyz": readyz,
-    }
+    controller: Controller | None = None
+
+    def readyz(self) -> tuple[int, bytes, str]:
+        if self.controller is None:
+            return 200, b"ok (standby)\n", "text/plain"
+        if self.controller.synced.is_set():
+            return 200, b"ok\n", "text/plain"
+        return 503, b"caches not synced yet\n", "text/plain"
+
+    def metrics(self) -> tuple[int, bytes, str]:
+        if self.controller is None:
+            return 200, b"", CONTENT_TYPE_LATEST
+        return httpserve.metrics_route(self.controller.metrics.registry)()
+
+
+def serve_probes(address: str, probes: Probes) -> ThreadingHTTPServer | None:
+    routes = {"/metrics": probes.metrics, "/healthz": httpserve.ok, "/readyz": probes.readyz}
     return httpserve.serve(address, routes, "virt-controller")
 
 
@@ -149,13 +166,13 @@ def build_config(args: argparse.Namespace) -> ControllerConfig:
     )
 
 
-async def run(args: argparse.Namespace, kube: Kube, elector: LeaderElector | None) -> None:
+async def run(args: argparse.Namespace, kube: Kube, probes: Probes) -> None:
     import kopf  # noqa: PLC0415 - imported once logging is set up
 
     metrics = Metrics()
     controller = Controller(kube, build_config(args), metrics=metrics)
     metrics.leading.set(1)
-    server = serve_probes(args.metrics_address, controller, elector)
+    probes.controller = controller
     registry = kopf.OperatorRegistry()
     handlers.register(registry, controller, kube)
     handlers.quiet_kopf()
@@ -167,8 +184,6 @@ async def run(args: argparse.Namespace, kube: Kube, elector: LeaderElector | Non
     finally:
         resync.cancel()
         await controller.stop()
-        if server is not None:
-            server.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elector = None
     halt = threading.Event()
     lost = threading.Event()
+    probes = Probes()
+    server = serve_probes(args.metrics_address, probes)
     if args.leader_elect:
         elector = LeaderElector(
             kube,
@@ -205,13 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if elector is not None:
         threading.Thread(target=elector.hold, args=(halt, lose), name="lease", daemon=True).start()
     try:
-        loop.run_until_complete(run(args, kube, elector))
+        loop.run_until_complete(run(args, kube, probes))
     except KeyboardInterrupt:
         pass
     finally:
         halt.set()
         if elector is not None and not lost.is_set():
             elector.release()
+        if server is not None:
+            server.shutdown()
         loop.close()
         kube.close()
     if lost.is_set():

@@ -2,7 +2,8 @@
 
 At every scrape the handler asks each running VMI's launcher for its domain statistics (``GET
 /v1/stats``: libvirt's ``virDomainListGetStats``, normalised by the launcher) — in parallel, each with a
-short timeout, so one stuck launcher costs a scrape at most that long and shows as a missing VMI, not
+timeout (10 s: libvirt's first statistics call on a domain takes seconds under TCG, later ones
+milliseconds), so one stuck launcher costs a scrape at most that long and shows as a missing VMI, not
 a failed scrape. :func:`families` turns the answers into metric families; it is pure. Every sample is
 labelled ``node``, ``namespace`` and ``name`` (the VMI), as KubeVirt labels them; the launcher's
 numbers are only ever values, never labels it could choose freely beyond the device names libvirt
@@ -12,6 +13,7 @@ reports (bounded in length).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from prometheus_client.registry import Collector
 from virt_handler.launcher_client import LauncherClient, LauncherError, LauncherTarget
 
 log = logging.getLogger("virt_handler.metrics")
-SCRAPE_TIMEOUT = 2.0
+SCRAPE_TIMEOUT = 10.0
 MAX_PARALLEL = 8
 MAX_LABEL = 64
 VCPU_STATES = {0: "OFFLINE", 1: "RUNNING", 2: "BLOCKED"}
@@ -147,14 +149,22 @@ class VMIStatsCollector(Collector):
         self.node = node
         self.running = running
         self.timeout = timeout
+        self._told: dict[tuple[str, str], str] = {}
 
     def _sample(self, entry: tuple[str, str, LauncherTarget]) -> Sample | None:
         namespace, name, target = entry
+        started = time.monotonic()
         try:
             stats = LauncherClient(target, timeout=self.timeout).request("GET", "/v1/stats")
+            log.debug("%s/%s: statistics in %.2f s", namespace, name, time.monotonic() - started)
         except LauncherError as exc:
-            log.debug("%s/%s: no statistics: %s", namespace, name, exc)
+            # Said once per VMI and kind of failure, not at every scrape.
+            problem = f"{type(exc).__name__}: {exc}"
+            if self._told.get((namespace, name)) != problem:
+                self._told[(namespace, name)] = problem
+                log.warning("%s/%s: no statistics from the launcher: %s", namespace, name, problem)
             return None
+        self._told.pop((namespace, name), None)
         return Sample(namespace, name, stats) if isinstance(stats, Mapping) else None
 
     def collect(self) -> Iterator[Metric]:

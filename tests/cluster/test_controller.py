@@ -538,6 +538,10 @@ def test_only_the_lease_holder_acts_and_a_standby_takes_over(
     create_vm(kube, namespace, vm_manifest("led"))
     wait_for(lambda: vmi_of(kube, namespace, "led"), "the VMI", log=active.log)
     assert not standby.logged("created"), "the standby must not act"
+    # A standby is alive and ready to take over: its probes say so (a Deployment of two can be ready).
+    for path in ("/healthz", "/readyz"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{standby.metrics_port}{path}", timeout=5) as answer:
+            assert answer.status == 200, path
     active.stop()  # a clean stop releases the lease
     wait_for(lambda: standby.logged("caches synced"), "the standby to take over", timeout=30, log=standby.log)
     lease = kube.get(LEASES, "virt-controller", "kube-system")

@@ -109,7 +109,7 @@ def test_vmi_runs_boots_serves_its_console_and_goes_away(
     metrics = podvirt.handler_metrics(node)
     vmi_labels = f'name="tiny",namespace="{namespace}",node="{node}"'
     cpu = re.search(rf"^kubevirt_vmi_cpu_usage_seconds{{{vmi_labels}}} (\S+)$", metrics, re.MULTILINE)
-    assert cpu is not None and float(cpu.group(1)) > 0, metrics
+    assert cpu is not None and float(cpu.group(1)) > 0, f"{metrics}\n{podvirt.log_tail(f'virt-handler-{node}')}"
     rx = re.search(
         rf"^kubevirt_vmi_network_receive_bytes_total{{interface=\"[^\"]+\",{vmi_labels}}} (\S+)$", metrics, re.M
     )

@@ -54,8 +54,12 @@ def test_handler_crash_changes_nothing_for_running_guests(
     podvirt: Podvirt, namespace: str, tiny_containerdisk: str
 ) -> None:
     before_qemu = qemu_pids()
-    names = ("keep-a", "keep-b", "keep-c")
+    names = ("keep-a", "keep-b", "keep-c", "keep-d", "keep-e")
     running = create_running(podvirt, namespace, tiny_containerdisk, *names)
+    for name in names:
+        # Booted to its shell: what is typed later is read, not lost in the boot.
+        node = running[name]["status"]["nodeName"]
+        podvirt.read_console_until(node, namespace, name, b"guest# ", send=b"\n", timeout=180)
     qemu = qemu_pids() - before_qemu
     assert len(qemu) == len(names)
     pods = {p["metadata"]["uid"] for p in podvirt.launcher_pods(namespace)}
