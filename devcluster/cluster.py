@@ -123,6 +123,7 @@ def up(config: ClusterConfig, timeout: float = UP_TIMEOUT) -> Cluster:
             f"a devcluster already runs in {state_dir} (supervisor pid {existing.pid}); `devcluster down` first"
         )
     sweep(state_dir)
+    _refuse_changed_settings(config)
     config.save()
     (state_dir / "logs").mkdir(exist_ok=True)
     (state_dir / "status.json").unlink(missing_ok=True)
@@ -145,6 +146,28 @@ def up(config: ClusterConfig, timeout: float = UP_TIMEOUT) -> Cluster:
         time.sleep(0.1)
     down(state_dir)
     raise ClusterError(f"devcluster not ready within {timeout:.0f} s\n{_log_tail(state_dir)}")
+
+
+#: Settings baked into a cluster's etcd data (Node objects keep their pod CIDRs, pods their IPs):
+#: starting the same state directory with others would leave nodes that cannot become Ready.
+_PERSISTENT_SETTINGS = ("nodes", "pod_cidr", "bridge")
+
+
+def _refuse_changed_settings(config: ClusterConfig) -> None:
+    try:
+        before = ClusterConfig.load(config.state_dir)
+    except FileNotFoundError:
+        return
+    changed = [
+        f"{name}: {getattr(before, name)!r} -> {getattr(config, name)!r}"
+        for name in _PERSISTENT_SETTINGS
+        if getattr(before, name) != getattr(config, name)
+    ]
+    if changed:
+        raise ClusterError(
+            f"the devcluster in {config.state_dir} was made with other settings ({'; '.join(changed)}); "
+            f"start it with the same ones, use another --state-dir, or delete {config.state_dir} to start afresh"
+        )
 
 
 def down(state_dir: Path, timeout: float = DOWN_TIMEOUT) -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from devcluster.cluster import Cluster, down, up
+from devcluster.cluster import Cluster, ClusterError, down, up
 from devcluster.config import ClusterConfig, Ports
 from podvirt_common import certs
 
@@ -43,8 +43,20 @@ def test_up_then_down_leaves_no_process_behind(tmp_path: Path) -> None:
         down(cfg.state_dir)
     assert not any(r.group_alive() for r in records)
     assert Cluster(cfg).processes() == records  # the record stays, for post-mortems
-    # A second `down` is harmless, and `up` works again on the same state directory.
+    # A second `down` is harmless.
     down(cfg.state_dir)
+    # The same state directory with other settings (its etcd keeps Nodes with their pod CIDRs) is refused
+    # before anything starts, saying what differs; the recorded settings stay as they were.
+    changed = ClusterConfig(state_dir=cfg.state_dir, ports=Ports.random(), nodes=("node-1",), pod_cidr="10.99.0.0/16")
+    with pytest.raises(ClusterError, match=r"other settings \(nodes: \(\) -> \('node-1',\); pod_cidr"):
+        up(changed)
+    assert ClusterConfig.load(cfg.state_dir).nodes == ()
+    # With the same settings (ports may differ) it comes up again, with its data.
+    again = ClusterConfig(state_dir=cfg.state_dir, ports=Ports.random(), nodes=())
+    try:
+        up(again).kubectl("get", "namespaces")
+    finally:
+        down(again.state_dir)
 
 
 def test_two_clusters_run_side_by_side(cluster: Cluster, tmp_path: Path) -> None:
