@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from podvirt_common.kube import format_time
+
 from . import status as st
 from .installconfig import InstallConfig
 from .plan import Event
@@ -31,11 +33,6 @@ class Assessment:
     events: list[Event]
     unready_since: dict[str, datetime]
     requeue_after: float | None
-
-
-def _age(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def assess(
@@ -86,7 +83,8 @@ def assess(
             st.Condition(st.PROGRESSING, progressing, why, message),
         ]
         if overdue:
-            detail = "; ".join(f"{s.name} not ready for {_age(now - since[s.name])} ({s.detail})" for s in overdue)
+            # A fixed moment, not an age: the message must not change (and be written) on every pass.
+            detail = "; ".join(f"{s.name} not ready since {format_time(since[s.name])} ({s.detail})" for s in overdue)
             conds.append(st.Condition(st.DEGRADED, True, st.COMPONENT_UNAVAILABLE, detail))
         else:
             conds.append(st.Condition(st.DEGRADED, False, why, message))

@@ -1,0 +1,3 @@
+from virt_operator.main import main
+
+raise SystemExit(main())
