@@ -168,6 +168,7 @@ def build_config(args: argparse.Namespace) -> ControllerConfig:
 
 async def run(args: argparse.Namespace, kube: Kube, probes: Probes) -> None:
     import kopf  # noqa: PLC0415 - imported once logging is set up
+    from kopf._core.engines.peering import Identity  # noqa: PLC0415 - kopf exports no public name for it
 
     metrics = Metrics()
     controller = Controller(kube, build_config(args), metrics=metrics)
@@ -180,7 +181,15 @@ async def run(args: argparse.Namespace, kube: Kube, probes: Probes) -> None:
     resync = asyncio.create_task(controller.resync_forever(lister(kube), args.resync_period), name="resync")
     try:
         # kopf stops on SIGTERM/SIGINT; losing the lease sends this process SIGTERM too.
-        await kopf.operator(registry=registry, settings=handlers.settings(), clusterwide=True, standalone=True)
+        # Our identity, not kopf's guess: that asks the passwd database for the user, and a pod's
+        # non-root UID (1001) has no entry there.
+        await kopf.operator(
+            registry=registry,
+            settings=handlers.settings(),
+            clusterwide=True,
+            standalone=True,
+            identity=Identity(args.identity),
+        )
     finally:
         resync.cancel()
         await controller.stop()

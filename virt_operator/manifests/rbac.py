@@ -206,6 +206,8 @@ def operator_cluster_rules(installed: list[Obj], crd_names: list[str]) -> list[O
         rule([KUBEVIRT], ["kubevirts"], [*READ, "update", "patch"], "the KubeVirt resource it reconciles"),
         rule([KUBEVIRT], ["kubevirts/status"], ["get", "update", "patch"], "phase and conditions it reports"),
         rule([KUBEVIRT], ["kubevirts/finalizers"], ["update"], "its finalizer holds the CR until uninstall is done"),
+        rule([KUBEVIRT], ["virtualmachines", "virtualmachineinstances"], ["list"],
+             "uninstall is refused while any VM or VMI is left"),
         rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], [*READ, "create"], "installs the CRDs"),
         rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["update", "patch", "delete"],
              "upgrades and removes podvirt's CRDs, no others", names=crd_names),
