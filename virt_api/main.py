@@ -37,6 +37,7 @@ from virt_api.subresources.handler import (
     Stream,
     StreamKind,
     TLSHandlerClient,
+    parse_endpoint,
 )
 from virt_api.tls import ServingContext, TLSHttpProtocol, TLSWebSocketProtocol
 
@@ -64,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--handler-key", type=Path)
     p.add_argument("--handler-ca", type=Path, help="CA that signs virt-handler's serving certificate")
     p.add_argument("--handler-server-name", default="virt-handler", help="DNS name in virt-handler's certificate")
+    p.add_argument(
+        "--handler-endpoint",
+        action="append",
+        default=[],
+        type=parse_endpoint,
+        metavar="NODE=HOST:PORT",
+        help="reach NODE's virt-handler here instead of at its pod (development clusters whose handlers run "
+        "as host processes; a real installation never sets it)",
+    )
     p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -138,7 +148,8 @@ async def serve(args: argparse.Namespace) -> None:
     handlers: Any = NoHandlerClient()
     if args.handler_cert and args.handler_key and args.handler_ca:
         tls = HandlerTLS(args.handler_cert, args.handler_key, args.handler_ca, args.handler_server_name)
-        handlers = TLSHandlerClient(tls, apiserver.list_pods, args.namespace, args.handler_port)
+        fixed = {endpoint.node: endpoint for endpoint in args.handler_endpoint}
+        handlers = TLSHandlerClient(tls, apiserver.list_pods, args.namespace, args.handler_port, fixed)
     services = Services(
         apiserver=apiserver,
         validator=Validator(apiserver, trusted_users=frozenset({me})),

@@ -1,4 +1,5 @@
-"""Console and VNC sessions: a websocket from virt-api joined to a launcher's unix socket.
+"""Console and VNC sessions: a websocket from virt-api joined to a launcher's unix socket (or, for a
+port-forward, to a TCP connection to the guest: :func:`pump` takes any stream socket).
 
 One session per VMI and kind: a new session closes the one before it, with a close reason the
 client can show ("taken over"). Bytes are copied both ways in bounded chunks; either side
@@ -68,7 +69,7 @@ async def pump(
     ``receive`` returns None when the websocket closed.
     """
     sock.setblocking(False)
-    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=CHUNK)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=CHUNK)
 
     async def to_socket() -> None:
         while (data := await receive()) is not None:

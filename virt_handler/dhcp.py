@@ -10,15 +10,15 @@ parsed defensively: a malformed packet is ignored, never an exception out of the
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import logging
-import os
 import selectors
 import socket
 import struct
 import threading
 from dataclasses import dataclass
+
+from virt_handler.podnetwork import in_netns
 
 log = logging.getLogger("virt_handler.dhcp")
 
@@ -26,7 +26,6 @@ MAGIC = b"\x63\x82\x53\x63"
 DISCOVER, OFFER, REQUEST, DECLINE, ACK, NAK, RELEASE, INFORM = 1, 2, 3, 4, 5, 6, 7, 8
 INFINITE_LEASE = 0xFFFFFFFF
 MAX_PACKET = 1500
-CLONE_NEWNET = 0x40000000
 SO_BINDTODEVICE = 25
 
 
@@ -135,46 +134,23 @@ def reply(req: Request, lease: Lease) -> bytes | None:
     return header + opts + b"\xff"
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
 def socket_in_netns(netns_fd: int, device: str) -> socket.socket:
     """A UDP socket on port 67 of ``device`` inside the namespace ``netns_fd``."""
-    result: list[socket.socket | BaseException] = []
 
-    def make() -> None:
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            _setns(netns_fd)
-            try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-                sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
-                sock.bind(("0.0.0.0", 67))  # noqa: S104 - bound to the pod bridge by SO_BINDTODEVICE
-                sock.setblocking(False)
-                result.append(sock)
-            finally:
-                _setns(own)
-        except BaseException as exc:
-            result.append(exc)
-        finally:
-            os.close(own)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
+            sock.bind(("0.0.0.0", 67))  # noqa: S104 - bound to the pod bridge by SO_BINDTODEVICE
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
 
-    # A throwaway thread: if leaving the namespace failed, the thread (not the handler) is tainted.
-    thread = threading.Thread(target=make, name="dhcp-netns")
-    thread.start()
-    thread.join()
-    outcome = result[0]
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
+    return in_netns(netns_fd, make, name="dhcp-netns")
 
 
 class DHCPServer:

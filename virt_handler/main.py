@@ -29,8 +29,9 @@ from virt_handler.dhcp import DHCPServer
 from virt_handler.informer import Informer
 from virt_handler.launcher_client import LauncherTarget
 from virt_handler.metrics import VMIStatsCollector
+from virt_handler.portforward import ForwardTarget
 from virt_handler.server import create_app
-from virt_handler.vmisync import VMISync, launcher_pod, rfc3339
+from virt_handler.vmisync import VMISync, guest_address, launcher_pod, rfc3339
 from virt_handler.workqueue import WorkQueue
 
 log = logging.getLogger("virt_handler")
@@ -96,6 +97,14 @@ class Handler:
             return None
         pod = launcher_pod(vmi, self.pods.items(), self.node)
         return None if pod is None else self.sync.target(vmi, pod)
+
+    def forward_target(self, namespace: str, name: str) -> ForwardTarget | None:
+        """A running VMI's launcher and its guest's address, for port-forwards."""
+        target = self.lookup(namespace, name)
+        vmi = self.vmis.get(f"{namespace}/{name}")
+        if target is None or vmi is None:
+            return None
+        return ForwardTarget(target, guest_address(vmi))
 
     def running_vmis(self) -> list[tuple[str, str, LauncherTarget]]:
         """This node's running VMIs and their launchers (what the metrics are collected from)."""
@@ -182,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.start()
     httpserve.serve(args.metrics_address, handler.http_routes(), "virt-handler")
     config = uvicorn.Config(
-        create_app(handler.lookup),
+        create_app(handler.lookup, handler.forward_target),
         host=args.listen,
         port=args.port,
         ssl_certfile=str(args.tls_cert),

@@ -16,11 +16,15 @@ table is replaced atomically.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import os
 import select
 import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 BRIDGE = "k6t-eth0"
 TAP = "tap0"
@@ -28,6 +32,9 @@ POD_INTERFACE = "eth0"
 GUEST_NETWORK = ipaddress.ip_interface("10.0.2.1/24")
 GUEST_ADDRESS = ipaddress.ip_address("10.0.2.2")
 NFT_TABLE = "podvirt"
+CLONE_NEWNET = 0x40000000
+
+T = TypeVar("T")
 
 
 class NetworkSetupError(RuntimeError):
@@ -163,3 +170,43 @@ class PinnedNetns:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def in_netns(netns_fd: int, make: Callable[[], T], name: str = "netns") -> T:
+    """``make()`` called inside the namespace ``netns_fd``; what it returns (a socket) stays there.
+
+    It runs in a throwaway thread that enters the namespace with setns(2) and leaves again: a socket
+    keeps the namespace it was created in, so it is then used from any thread, and if leaving failed,
+    only that thread (never the caller's) is left in the pod's namespace.
+    """
+    result: list[T | BaseException] = []
+
+    def run() -> None:
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(netns_fd)
+            try:
+                result.append(make())
+            finally:
+                _setns(own)
+        except BaseException as exc:
+            result.append(exc)
+        finally:
+            os.close(own)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join()
+    outcome = result[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome

@@ -6,6 +6,7 @@ periodic resync; every step is safe to repeat, so a handler restart is just anot
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import struct
@@ -90,6 +91,12 @@ def masquerade_plan(vmi: Obj, owner: int) -> podnetwork.MasqueradePlan | None:
             )
             return podnetwork.MasqueradePlan(tap_owner=owner, ports=ports, guest_mac=iface.get("macAddress"))
     return None
+
+
+def guest_address(vmi: Obj) -> ipaddress.IPv4Address | None:
+    """The guest's address on the pod network as this handler's own plan gives it (None: no masquerade)."""
+    plan = masquerade_plan(vmi, owner=0)
+    return None if plan is None else plan.guest
 
 
 def pod_interfaces(vmi: Obj, pod: Obj) -> tuple[dict[str, Any], ...]:

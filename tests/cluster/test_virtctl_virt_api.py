@@ -237,8 +237,11 @@ def test_console_waits_for_the_vmi_then_reports_what_virt_api_says(api: Cluster)
     assert "no client certificate for virt-handler" in err
 
 
-def test_port_forward_is_not_offered_by_this_virt_api_yet(api: Cluster) -> None:
+def test_port_forward_reaches_virt_api_which_says_it_has_no_way_to_the_handler(api: Cluster) -> None:
     running_vmi(api, "forwarded")
     done = virtctl(api, "port-forward", "--stdio", "vmi/forwarded", "22")
     assert done.returncode == 6, done.stderr
-    assert "does not offer virtualmachineinstances/portforward" in done.stderr
+    assert "no client certificate for virt-handler" in done.stderr
+    udp = virtctl(api, "port-forward", "--stdio", "vmi/forwarded", "udp/53")
+    assert udp.returncode != 0
+    assert "not supported by podvirt" in udp.stderr, udp.stderr

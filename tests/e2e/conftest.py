@@ -1,9 +1,17 @@
-"""podvirt running on the session's devcluster: CRDs, virt-controller and one virt-handler per node.
+"""podvirt running on the session's devcluster: CRDs, virt-controller and one virt-handler per node
+(``podvirt``), and for the modules that ask for it, virt-api behind the apiserver (``virt_api``).
 
 The components run as processes on this machine (their own process groups, logs under the cluster's
 state directory), stopped by the fixture that started them even when tests fail. The launcher pods
 are real pods, bound by the real scheduler and run by the stand-in node agents; the guests are real
 QEMU (TCG) guests booted from the tiny test image, imported into the nodes' image store.
+
+The handlers are host processes here, not DaemonSet pods, so virt-api cannot find them the way it
+finds them in an installation (the pod labelled ``kubevirt.io=virt-handler`` on the node, at its pod
+IP); it is told where each node's handler listens with ``--handler-endpoint NODE=127.0.0.1:PORT``, a
+flag meant for exactly this. Everything else on that path is real: mutual TLS with a client
+certificate signed by the CA the handlers trust, the handler's certificate checked for the name
+``virt-handler``, the apiserver's aggregation layer and virt-api's SubjectAccessReviews.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from devcluster.config import free_port
 from devcluster.images import import_image
 from podvirt_common import certs
 from podvirt_common.kube import Kube
+from virt_api.testing import VirtApiProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_IMAGE = "registry.podvirt.test/tiny-containerdisk:1"
@@ -55,7 +64,7 @@ def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     pki = tmp_path_factory.mktemp("podvirt-pki")
     ca = certs.new_ca("test-podvirt-internal-ca")
     (pki / "ca.crt").write_bytes(ca.cert_pem)
-    certs.issue(ca, "virt-handler", hosts=("127.0.0.1", "localhost"), server=True).write(
+    certs.issue(ca, "virt-handler", hosts=("virt-handler", "127.0.0.1", "localhost"), server=True).write(
         pki / "handler.crt", pki / "handler.key"
     )
     certs.issue(ca, "virt-api", client=True).write(pki / "client.crt", pki / "client.key")
@@ -63,7 +72,7 @@ def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     client_context.load_cert_chain(pki / "client.crt", pki / "client.key")
 
     kubeconfig = str(cluster.kubeconfig)
-    running = Podvirt(cluster, Kube.connect(kubeconfig), {}, client_context)
+    running = Podvirt(cluster, Kube.connect(kubeconfig), {}, client_context, pki=pki)
     try:
         running.start(
             "virt-controller",
@@ -108,3 +117,20 @@ def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         for record in running.records:
             record.stop(15)
         running.kube.close()
+
+
+@pytest.fixture(scope="module")
+def virt_api(podvirt: Podvirt) -> Iterator[VirtApiProcess]:
+    """virt-api serving subresources.kubevirt.io through the apiserver, reaching this module's handlers."""
+    assert podvirt.pki is not None
+    args = (
+        f"--handler-cert={podvirt.pki / 'client.crt'}",
+        f"--handler-key={podvirt.pki / 'client.key'}",
+        f"--handler-ca={podvirt.pki / 'ca.crt'}",
+        *(f"--handler-endpoint={node}=127.0.0.1:{port}" for node, port in podvirt.handler_ports.items()),
+    )
+    process = VirtApiProcess(
+        podvirt.cluster.kubeconfig, args=args, log_path=podvirt.cluster.state_dir / "logs" / "virt-api-e2e.log"
+    )
+    with process:
+        yield process

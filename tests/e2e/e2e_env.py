@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -29,6 +30,8 @@ class Podvirt:
     client_context: ssl.SSLContext
     records: list[processes.ProcessRecord] = field(default_factory=list)
     argv: dict[str, list[str]] = field(default_factory=dict)
+    #: Where the mutual-TLS files live: ca.crt (trusted by the handlers), handler.*, client.* (virt-api's).
+    pki: Path | None = None
 
     def start(self, name: str, argv: list[str] | None = None) -> processes.ProcessRecord:
         """Start a component (again) as its own process group, logging to the cluster's log directory."""

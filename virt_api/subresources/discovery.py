@@ -8,7 +8,13 @@ GROUP = "subresources.kubevirt.io"
 #: KubeVirt serves both; v1 is preferred.
 VERSIONS = ("v1", "v1alpha3")
 
-VM_SUBRESOURCES = {"start": ["update"], "stop": ["update"], "restart": ["update"], "migrate": ["update"]}
+VM_SUBRESOURCES = {
+    "start": ["update"],
+    "stop": ["update"],
+    "restart": ["update"],
+    "migrate": ["update"],
+    "portforward": ["get"],
+}
 VMI_SUBRESOURCES = {
     "pause": ["update"],
     "unpause": ["update"],
@@ -17,6 +23,7 @@ VMI_SUBRESOURCES = {
     "guestosinfo": ["get"],
     "console": ["get"],
     "vnc": ["get"],
+    "portforward": ["get"],
 }
 
 

@@ -10,12 +10,16 @@ DNS name ``--handler-server-name``, ``virt-handler`` by default, and be signed b
     GET  console | vnc  (websocket)                subprotocol ``plain.kubevirt.io``; binary frames carry
                                                    raw bytes both ways; one session per VMI and kind
                                                    (the handler closes the older one)
+    GET  portforward/{port}/tcp  (websocket)       the same, joined to a TCP connection to the guest's
+                                                   port; any number at once
 
-A refusal is JSON ``{"message": ...}`` with 404 (the VMI is not on that node), 409 (not running),
-502 (the launcher failed) or 503 (the launcher is unreachable); a stream that cannot open is closed
-before it is accepted, with code 4404 or 4503. virt-api finds the handler of a node as the running pod
-labelled ``kubevirt.io=virt-handler`` on that node in virt-api's namespace, at its pod IP and
-``--handler-port`` (8186).
+A refusal is JSON ``{"message": ...}`` with 400 (a bad port-forward request), 404 (the VMI is not on
+that node), 409 (not running), 502 (the launcher or guest failed) or 503 (the launcher is unreachable);
+a console or VNC stream that cannot open is closed before it is accepted, with code 4404 or 4503.
+virt-api finds the handler of a node as the running pod labelled ``kubevirt.io=virt-handler`` on that
+node in virt-api's namespace, at its pod IP and ``--handler-port`` (8186) — unless the node is named in
+``--handler-endpoint NODE=HOST:PORT``, which is for development setups whose handlers run as processes
+on the machine rather than as pods (podvirt's end-to-end tests); a real installation never sets it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -33,14 +37,15 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from virt_api.status import StatusError, unavailable
+from virt_api.status import StatusError, bad_request, unavailable
 from virt_api.tls import client_context, files_signature
 
 PLAIN_SUBPROTOCOL = "plain.kubevirt.io"
 HANDLER_LABEL = "kubevirt.io=virt-handler"
 DEFAULT_PORT = 8186
 Action = Literal["pause", "unpause", "softreboot", "reset"]
-StreamKind = Literal["console", "vnc"]
+#: What a stream connects to, as the path under the VMI: ``console``, ``vnc``, ``portforward/22/tcp``.
+StreamKind = str
 MAX_FRAME = 16 * 1024 * 1024
 
 
@@ -77,6 +82,15 @@ class HandlerClient(Protocol):
     ) -> contextlib.AbstractAsyncContextManager[Stream]: ...
 
 
+def parse_endpoint(value: str) -> Endpoint:
+    """``NODE=HOST:PORT`` (the ``--handler-endpoint`` flag) as an :class:`Endpoint`."""
+    node, sep, address = value.partition("=")
+    host, colon, port = address.rpartition(":")
+    if not (node and sep and host and colon and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{value!r} is not NODE=HOST:PORT")
+    return Endpoint(node, host.strip("[]"), int(port))
+
+
 def vmi_path(namespace: str, name: str, what: str) -> str:
     return f"/v1/namespaces/{quote(namespace, safe='')}/virtualmachineinstances/{quote(name, safe='')}/{what}"
 
@@ -88,6 +102,8 @@ def handler_error(code: int, body: bytes, node: str) -> StatusError:
     except (ValueError, AttributeError):
         message = body[:300].decode(errors="replace")
     message = message or f"virt-handler on {node} answered {code}"
+    if code == 400:
+        return bad_request(message)
     if code in (404, 409):
         return StatusError(409, "Conflict", message)
     if code == 403:  # a websocket the handler closed before accepting it
@@ -129,11 +145,20 @@ class TLSHandlerClient:
     """:class:`HandlerClient` over HTTPS and websockets with mutual TLS; certificate files are re-read
     when they change (a rotated Secret)."""
 
-    def __init__(self, tls: HandlerTLS, list_pods: PodLister, namespace: str, port: int = DEFAULT_PORT) -> None:
+    def __init__(
+        self,
+        tls: HandlerTLS,
+        list_pods: PodLister,
+        namespace: str,
+        port: int = DEFAULT_PORT,
+        fixed: Mapping[str, Endpoint] | None = None,
+    ) -> None:
         self.tls = tls
         self.list_pods = list_pods
         self.namespace = namespace
         self.port = port
+        #: Nodes whose handler is not a pod (``--handler-endpoint``; development clusters only).
+        self.fixed = dict(fixed or {})
         self._signature: tuple[float, ...] = ()
         self._context: ssl.SSLContext | None = None
         self._http: httpx.AsyncClient | None = None
@@ -153,6 +178,8 @@ class TLSHandlerClient:
         return self._http
 
     async def locate(self, node: str) -> Endpoint:
+        if node in self.fixed:
+            return self.fixed[node]
         pods = await self.list_pods(self.namespace, HANDLER_LABEL, f"spec.nodeName={node}")
         for pod in pods:
             status = pod.get("status") or {}

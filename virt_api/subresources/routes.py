@@ -3,7 +3,8 @@
 Every route here requires the front proxy (:func:`virt_api.auth.authenticate`); the subresources are
 then authorised per call with a SubjectAccessReview. VM subresources (start, stop, restart, migrate)
 change podvirt's objects only; VMI subresources (pause, unpause, softreboot, reset, guestosinfo,
-console, vnc) are checked here and carried out by the virt-handler on the VMI's node.
+console, vnc, portforward) are checked here and carried out by the virt-handler on the VMI's node; a
+VM's portforward goes to the VMI of the same name.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from podvirt_common import logs
 from virt_api import openapi
 from virt_api.auth import Access, User, authenticate
 from virt_api.services import Services
-from virt_api.status import StatusError, bad_request, not_found, too_large, unavailable
+from virt_api.status import StatusError, bad_request, conflict, not_found, too_large, unavailable
 from virt_api.subresources import discovery, vmactions
 from virt_api.subresources.handler import PLAIN_SUBPROTOCOL, Stream
 from virt_api.subresources.vmiactions import node_for
@@ -278,33 +279,87 @@ def build_router(services: Services) -> APIRouter:
         endpoint = await services.handlers.locate(node)
         return await services.handlers.guest_os_info(endpoint, namespace, name)
 
-    async def stream(websocket: WebSocket, version: str, namespace: str, name: str, kind: Any) -> None:
+    def websocket_user(websocket: WebSocket) -> User:
+        config = services.requestheader()
+        if config is None:
+            raise unavailable("virt-api has not read the front proxy's configuration yet")
+        return authenticate(config, websocket.scope, websocket.headers)
+
+    async def stream(websocket: WebSocket, namespace: str, name: str, what: str, node: str, user: User) -> None:
+        endpoint = await services.handlers.locate(node)
+        async with services.handlers.stream(endpoint, namespace, name, what) as upstream:
+            wanted = PLAIN_SUBPROTOCOL in websocket.scope.get("subprotocols", [])
+            await websocket.accept(subprotocol=PLAIN_SUBPROTOCOL if wanted else None)
+            logs.for_object(log, "VirtualMachineInstance", namespace, name).info(
+                "%s session opened", what, extra={"user": user.name, "node": node}
+            )
+            await proxy(websocket, upstream)
+
+    async def vmi_stream(websocket: WebSocket, version: str, namespace: str, name: str, kind: str) -> None:
         try:
-            config = services.requestheader()
-            if config is None:
-                raise unavailable("virt-api has not read the front proxy's configuration yet")
-            user = authenticate(config, websocket.scope, websocket.headers)
+            user = websocket_user(websocket)
             node = await vmi_node(version, namespace, name, kind, "get", user)
-            endpoint = await services.handlers.locate(node)
-            async with services.handlers.stream(endpoint, namespace, name, kind) as upstream:
-                wanted = PLAIN_SUBPROTOCOL in websocket.scope.get("subprotocols", [])
-                await websocket.accept(subprotocol=PLAIN_SUBPROTOCOL if wanted else None)
-                logs.for_object(log, "VirtualMachineInstance", namespace, name).info(
-                    "%s session opened", kind, extra={"user": user.name, "node": node}
-                )
-                await proxy(websocket, upstream)
+            await stream(websocket, namespace, name, kind, node, user)
         except StatusError as exc:
             await _refuse_websocket(websocket, exc)
 
     @router.websocket(NAMESPACED + "/virtualmachineinstances/{name}/console")
     async def console(websocket: WebSocket, version: str, namespace: str, name: str) -> None:
-        await stream(websocket, version, namespace, name, "console")
+        await vmi_stream(websocket, version, namespace, name, "console")
 
     @router.websocket(NAMESPACED + "/virtualmachineinstances/{name}/vnc")
     async def vnc(websocket: WebSocket, version: str, namespace: str, name: str) -> None:
-        await stream(websocket, version, namespace, name, "vnc")
+        await vmi_stream(websocket, version, namespace, name, "vnc")
+
+    async def port_forward(
+        websocket: WebSocket, version: str, plural: str, namespace: str, name: str, port: str, protocol: str
+    ) -> None:
+        try:
+            what = forward_path(port, protocol)
+            user = websocket_user(websocket)
+            if plural == "virtualmachineinstances":
+                node = await vmi_node(version, namespace, name, "portforward", "get", user)
+            else:
+                # A VM's forward goes to its VMI (of the same name), authorised on the VM's own subresource.
+                _check_version(version)
+                access = Access("get", "virtualmachines", "portforward", namespace, name, version)
+                await services.authorizer.authorize(user, access)
+                _, vmi = await vm_and_vmi(namespace, name)
+                if vmi is None:
+                    raise conflict("virtualmachines", name, "VM is not running")
+                node = node_for(vmi, name, "portforward")
+            await stream(websocket, namespace, name, what, node, user)
+        except StatusError as exc:
+            await _refuse_websocket(websocket, exc)
+
+    def add_forward_routes(plural: str) -> None:
+        path = NAMESPACED + f"/{plural}/{{name}}/portforward/{{port}}"
+
+        @router.websocket(path)
+        async def forward_tcp(websocket: WebSocket, version: str, namespace: str, name: str, port: str) -> None:
+            await port_forward(websocket, version, plural, namespace, name, port, "tcp")
+
+        @router.websocket(path + "/{protocol}")
+        async def forward(
+            websocket: WebSocket, version: str, namespace: str, name: str, port: str, protocol: str
+        ) -> None:
+            await port_forward(websocket, version, plural, namespace, name, port, protocol)
+
+    add_forward_routes("virtualmachineinstances")
+    add_forward_routes("virtualmachines")
 
     return router
+
+
+def forward_path(port: str, protocol: str) -> str:
+    """The handler's stream for a port-forward (``portforward/PORT/tcp``); 400 for what podvirt cannot forward."""
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise bad_request(f"port {port!r} is not a number in 1-65535")
+    if protocol == "udp":
+        raise bad_request("port-forward over udp is not supported by podvirt (only tcp)")
+    if protocol != "tcp":
+        raise bad_request(f"unknown protocol {protocol!r}: port-forward takes tcp")
+    return f"portforward/{int(port)}/{protocol}"
 
 
 def _lost_race(error: StatusError) -> bool:
