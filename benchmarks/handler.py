@@ -15,6 +15,8 @@ from /proc; one /metrics scrape of every guest's statistics is timed. Everything
 stopped at the end, on every exit path.
 
     python -m benchmarks handler [--vmis 20] [--idle 30]
+
+``PODVIRT_BENCH_KEEP=1`` keeps the cluster's state directory (logs) under /var/tmp afterwards.
 """
 
 from __future__ import annotations
@@ -216,7 +218,8 @@ def run(count: int, idle: float, timeout: float) -> dict[str, Any]:
         for record in reversed(started):
             record.stop(15)
         down(base)
-        shutil.rmtree(base, ignore_errors=True)
+        if not os.environ.get("PODVIRT_BENCH_KEEP"):
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

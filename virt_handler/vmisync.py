@@ -129,6 +129,10 @@ def peer_pid(target: LauncherTarget) -> int:
     return int(pid)
 
 
+#: Seconds a launcher may stay unreachable, as while it starts, before the handler warns about it.
+STARTUP_QUIET = 5.0
+
+
 class VMISync:
     def __init__(
         self,
@@ -199,10 +203,14 @@ class VMISync:
             obs = Observation(now=rfc3339(now), domain=info.domain, interfaces=pod_interfaces(vmi, pod))
         except LauncherUnreachableError as exc:
             mem.unreachable_since = mem.unreachable_since or now
-            log.warning("%s: launcher unreachable for %.0f s: %s", key, now - mem.unreachable_since, exc)
+            # A starting launcher has no socket yet for a moment: not worth a warning.
+            level = logging.WARNING if now - mem.unreachable_since >= STARTUP_QUIET else logging.DEBUG
+            log.log(level, "%s: launcher unreachable for %.0f s: %s", key, now - mem.unreachable_since, exc)
             obs = Observation(rfc3339(now), None, reachable=False, unreachable_for=now - mem.unreachable_since)
             self._write_status(vmi, obs)
-            return min(30.0, 1.0 + (now - mem.unreachable_since) / 2)
+            # A launcher that is still starting opens its socket within a second or so: look again soon,
+            # then back off (at most every 30 s) while it stays unreachable.
+            return min(30.0, 0.2 + (now - mem.unreachable_since) / 2)
         except LauncherError as exc:
             log.error("%s: the launcher refused: %s", key, exc)
             return 10.0
