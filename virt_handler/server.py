@@ -10,7 +10,8 @@ TLS is enforced by the server socket, so no route can be reached without it. Rou
                                        guest, opened inside the launcher pod's network namespace
                                        (:mod:`portforward`); tcp only; any number at once
     PUT pause | unpause | reset | softreboot
-    GET guestosinfo
+    GET guestosinfo                    KubeVirt's VirtualMachineInstanceGuestAgentInfo
+                                       (:func:`guestagent.guest_agent_info`)
     GET /healthz
 
 Errors are JSON ``{"message": ...}`` with 404 (VMI not on this node), 409 (not running), 502 (the
@@ -34,6 +35,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from virt_handler.console import Session, Sessions, pump
+from virt_handler.guestagent import guest_agent_info
 from virt_handler.launcher_client import LauncherClient, LauncherError, LauncherTarget, LauncherUnreachableError
 from virt_handler.portforward import Connector, ForwardError, ForwardTarget, check_request, connect_to_guest
 from virt_handler.vmisync import peer_pid
@@ -121,7 +123,7 @@ def create_app(
         if isinstance(client, JSONResponse):
             return client
         try:
-            return await asyncio.to_thread(client.guest_info)
+            return guest_agent_info(await asyncio.to_thread(client.guest_info))
         except LauncherUnreachableError as exc:
             return _error(503, f"the launcher of {namespace}/{name} is unreachable: {exc}")
         except LauncherError as exc:

@@ -10,6 +10,12 @@ is the JSON merge patch for ``status`` (or None when nothing changes). Rules:
   reason ``LauncherUnreachableError`` after :data:`UNREACHABLE_GRACE` seconds; a running guest is never
   declared Failed because the handler lost its connection.
 - Phases only move forward (Scheduled → Running → Succeeded/Failed); Succeeded and Failed are final.
+- The guest agent (:mod:`guestagent`), on a running domain: ``AgentConnected`` true while it answers,
+  removed when it stops (as KubeVirt does) and when the VMI ends; ``guestOSInfo`` from its last answer
+  (kept when it stops); ``status.interfaces`` gain the guest's interface name, MAC and, except for
+  masquerade (reached at the pod's address, as in KubeVirt), its addresses, with ``infoSource``
+  ``domain, guest-agent``; interfaces only the guest knows are listed with ``infoSource: guest-agent``.
+  An agent not asked yet (a handler just started) changes none of it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from typing import Any
+
+from virt_handler.guestagent import MAX_INTERFACES, AgentState, GuestInterface
 
 UNREACHABLE_GRACE = 60.0
 
@@ -59,6 +67,8 @@ class Observation:
     launcher_version: str | None = None
     # status.interfaces as the handler knows them (the pod's address for masquerade interfaces).
     interfaces: tuple[dict[str, Any], ...] | None = None
+    # The guest agent as last polled; None: not asked yet.
+    agent: AgentState | None = None
 
 
 def _condition(conditions: list[dict[str, Any]], ctype: str) -> dict[str, Any] | None:
@@ -147,15 +157,76 @@ def status_patch(vmi: dict[str, Any], obs: Observation) -> dict[str, Any] | None
     elif domain is not None and domain.state in (DomainState.RUNNING, DomainState.BLOCKED):
         new_conditions = _drop_condition(new_conditions, "Paused")
         new_conditions = _set_condition(new_conditions, "Ready", "True", "", "", obs.now)
+    agent = obs.agent
+    if new_phase in FINAL_PHASES or (agent is not None and not agent.connected):
+        new_conditions = _drop_condition(new_conditions, "AgentConnected")
+    elif agent is not None and new_phase == "Running":
+        new_conditions = _set_condition(new_conditions, "AgentConnected", "True", "", "", obs.now)
     if new_conditions != conditions:
         patch["conditions"] = new_conditions
 
-    if (
-        obs.interfaces is not None
-        and new_phase == "Running"
-        and list(obs.interfaces) != list(status.get("interfaces") or [])
-    ):
-        patch["interfaces"] = list(obs.interfaces)
+    if agent is not None and agent.info is not None and new_phase == "Running":
+        os_info = agent.info.os_info()
+        if os_info and os_info != status.get("guestOSInfo"):
+            patch["guestOSInfo"] = os_info
+    if obs.interfaces is not None and new_phase == "Running":
+        current = list(status.get("interfaces") or [])
+        if agent is None and any("guest-agent" in str(i.get("infoSource", "")) for i in current):
+            pass  # the agent's part is not known yet, not gone
+        else:
+            guest = agent.info.interfaces if agent is not None and agent.connected and agent.info else ()
+            wanted = with_guest_interfaces(vmi, obs.interfaces, guest)
+            if wanted != current:
+                patch["interfaces"] = wanted
     if obs.launcher_version and status.get("launcherContainerImageVersion") != obs.launcher_version:
         patch["launcherContainerImageVersion"] = obs.launcher_version
     return patch or None
+
+
+def _bindings(vmi: dict[str, Any]) -> dict[str, str]:
+    """Interface name → its binding (``masquerade``, ``bridge``, ...), from the VMI spec."""
+    devices = ((vmi.get("spec") or {}).get("domain") or {}).get("devices") or {}
+    out = {}
+    for iface in devices.get("interfaces") or []:
+        binding = next((b for b in ("masquerade", "bridge", "sriov", "passt", "binding") if b in iface), "")
+        out[str(iface.get("name"))] = binding
+    return out
+
+
+def with_guest_interfaces(
+    vmi: dict[str, Any], domain: tuple[dict[str, Any], ...], guest: tuple[GuestInterface, ...]
+) -> list[dict[str, Any]]:
+    """``status.interfaces``: the domain's entries, each joined with the guest interface it is (same MAC,
+    or the only one left on both sides), then the guest's other interfaces; at most MAX_INTERFACES."""
+    bindings = _bindings(vmi)
+    unmatched = list(guest)
+    pairs: list[tuple[dict[str, Any], GuestInterface | None]] = []
+    for entry in domain:
+        mac = str(entry.get("mac", "")).lower()
+        found = next((g for g in unmatched if mac and g.mac == mac), None)
+        if found is not None:
+            unmatched.remove(found)
+        pairs.append((entry, found))
+    lone = [i for i, (_, g) in enumerate(pairs) if g is None]
+    if len(lone) == 1 and len(unmatched) == 1 and not pairs[lone[0]][0].get("mac"):
+        pairs[lone[0]] = (pairs[lone[0]][0], unmatched.pop())
+    out = []
+    for entry, found in pairs:
+        joined = dict(entry)
+        if found is not None:
+            joined["interfaceName"] = found.name
+            if found.mac and not joined.get("mac"):
+                joined["mac"] = found.mac
+            if bindings.get(str(entry.get("name"))) != "masquerade" and found.ips:
+                joined["ipAddress"], joined["ipAddresses"] = found.ips[0], list(found.ips)
+            joined["infoSource"] = "domain, guest-agent"
+        out.append(joined)
+    for extra in unmatched:
+        only: dict[str, Any] = {"interfaceName": extra.name}
+        if extra.ips:
+            only["ipAddress"], only["ipAddresses"] = extra.ips[0], list(extra.ips)
+        if extra.mac:
+            only["mac"] = extra.mac
+        only["infoSource"] = "guest-agent"
+        out.append(only)
+    return out[:MAX_INTERFACES]

@@ -2,6 +2,13 @@
 domain as they are now, and do the next thing — prepare the pod network, hand over the spec, ask
 for a shutdown, or write status. Called for a VMI whenever anything about it changes, and on a
 periodic resync; every step is safe to repeat, so a handler restart is just another call.
+
+Each VMI with a launcher also has one follower thread: it long-polls the launcher's events (waking the
+VMI's sync when something happens) and, while the domain runs, asks the guest agent every
+:data:`guestagent.POLL_INTERVAL` s (less often while it has not answered) and at once after an
+agent (dis)connect event. Agent answers go
+into the VMI's memory (:class:`guestagent.AgentTracker`) and the sync is woken only when they change,
+so the workers never wait on a guest agent and status is patched only when it differs.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES, ConflictError, Kube, NotFoundError
 from virt_handler import podnetwork
 from virt_handler.dhcp import DHCPServer, Lease
+from virt_handler.guestagent import AgentTracker, parse_guest_info
 from virt_handler.launcher_client import (
     COMMAND_SOCKET,
     LauncherClient,
@@ -28,7 +36,7 @@ from virt_handler.launcher_client import (
     LauncherTarget,
     LauncherUnreachableError,
 )
-from virt_handler.vmistatus import FINAL_PHASES, Observation, status_patch
+from virt_handler.vmistatus import FINAL_PHASES, DomainState, Observation, status_patch
 
 log = logging.getLogger("virt_handler.vmisync")
 Obj = dict[str, Any]
@@ -53,6 +61,9 @@ class VMIMemory:
     shutdown_requested: bool = False
     event_watcher: threading.Thread | None = None
     stop_watching: threading.Event = field(default_factory=threading.Event)
+    # Whether the guest can answer its agent (domain running, not paused): set by sync and by events.
+    guest_running: bool = False
+    agent: AgentTracker = field(default_factory=AgentTracker)
 
 
 def launcher_pod(vmi: Obj, pods: list[Obj], node: str) -> Obj | None:
@@ -131,6 +142,10 @@ def peer_pid(target: LauncherTarget) -> int:
 
 #: Seconds a launcher may stay unreachable, as while it starts, before the handler warns about it.
 STARTUP_QUIET = 5.0
+#: The longest the follower waits for a launcher event.
+EVENT_WAIT = 25.0
+#: Domain states in which the guest can answer its agent.
+AGENT_STATES = frozenset({DomainState.RUNNING, DomainState.BLOCKED})
 
 
 class VMISync:
@@ -189,7 +204,6 @@ class VMISync:
         client = LauncherClient(target)
         now = self.clock()
         try:
-            self._watch_events(key, client, mem)
             if vmi["metadata"].get("deletionTimestamp") or pod["metadata"].get("deletionTimestamp"):
                 info = self._shut_down(vmi, client, mem)
             else:
@@ -200,7 +214,11 @@ class VMISync:
                     log.info("%s: handing the spec to the launcher", key)
                     info = client.sync(vmi)
             mem.unreachable_since = None
-            obs = Observation(now=rfc3339(now), domain=info.domain, interfaces=pod_interfaces(vmi, pod))
+            mem.guest_running = info.domain is not None and info.domain.state in AGENT_STATES
+            self._watch_events(key, client, mem)
+            obs = Observation(
+                now=rfc3339(now), domain=info.domain, interfaces=pod_interfaces(vmi, pod), agent=mem.agent.state
+            )
         except LauncherUnreachableError as exc:
             mem.unreachable_since = mem.unreachable_since or now
             # A starting launcher has no socket yet for a moment: not worth a warning.
@@ -259,16 +277,44 @@ class VMISync:
         def follow() -> None:
             since = 0
             while not mem.stop_watching.is_set():
+                now = time.monotonic()
+                wait = min(EVENT_WAIT, mem.agent.seconds_until_due(now)) if mem.guest_running else EVENT_WAIT
                 try:
-                    events, since = client.events(since, wait=25)
+                    events, since = client.events(since, wait=wait)
                 except LauncherError:
                     mem.stop_watching.wait(2)
                     continue
-                if events:
+                for event in events:
+                    if isinstance(event.get("state"), str):
+                        mem.guest_running = event["state"] in AGENT_STATES
+                    if event.get("type") in ("AgentConnected", "AgentDisconnected"):
+                        mem.agent.poke()
+                changed = False
+                if mem.guest_running and mem.agent.due(time.monotonic()):
+                    changed = self._poll_agent(key, client, mem)
+                if events or changed:
                     self.enqueue(key)
 
         mem.event_watcher = threading.Thread(target=follow, name=f"events-{key}", daemon=True)
         mem.event_watcher.start()
+
+    def _poll_agent(self, key: str, client: LauncherClient, mem: VMIMemory) -> bool:
+        """Ask the guest agent once (bounded by the launcher's agent timeout and the client's); True: news."""
+        try:
+            raw = client.guest_info()
+        except LauncherUnreachableError:
+            mem.agent.postpone(time.monotonic())  # the launcher, not the agent: the sync reports that
+            return False
+        except LauncherError as exc:
+            changed = mem.agent.missed(time.monotonic())
+            if changed:
+                log.info("%s: guest agent not answering: %s", key, exc)
+            return changed
+        was_connected = mem.agent.state is not None and mem.agent.state.connected
+        changed = mem.agent.answered(time.monotonic(), parse_guest_info(raw))
+        if not was_connected:
+            log.info("%s: guest agent connected", key)
+        return changed
 
     def _write_status(self, vmi: Obj, obs: Observation) -> None:
         patch = status_patch(vmi, obs)
