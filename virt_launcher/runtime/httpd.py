@@ -122,16 +122,19 @@ def parse_request(reader: _Reader, body_limit: BodyLimit) -> Request:
     query = dict(parse_qsl(url.query, keep_blank_values=True))
     request = Request(method, url.path, query, headers)
     raw_length = headers.get("content-length", "0")
-    if not raw_length.isdigit():
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (raw_length.isascii() and raw_length.isdigit()):
         raise ProtocolError("BadRequest", "Content-Length must be a number")
-    length = int(raw_length)
     limit = body_limit(url.path)
-    if length > limit:
+    # A number too long for any limit is not converted: int() refuses more than 4300 digits.
+    digits = raw_length.lstrip("0") or "0"
+    if len(digits) > len(str(limit)) or int(digits) > limit:
         raise ProtocolError("BadRequest", f"the body exceeds {limit} bytes for {url.path}")
+    length = int(digits)
     if length:
         try:
             request.body = json.loads(reader.body(length))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays or objects nested thousands deep
             raise ProtocolError("BadRequest", "the body is not JSON") from None
     return request
 
@@ -219,6 +222,9 @@ class UnixHTTPServer:
                 response = Response(500, ProtocolError("Internal", "internal error; see the launcher log").to_body())
             self._reply_and_close(conn, response)
         finally:
+            # Also when the peer stopped sending mid-request: otherwise the socket stays open (and the peer
+            # waits) until the garbage collector happens to break the traceback's reference cycle.
+            conn.close()
             self._slots.release()
 
     @staticmethod
