@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,21 @@ class Cluster:
         Returns once the old process is gone and a new one runs (not necessarily healthy yet), so a
         caller that then waits for health cannot be answered by the old process.
         """
+        before = self._ask("restart", name)
+        self._wait(name, timeout, "restarted", lambda now: now is not None and now != before and not before.alive())
+
+    def kill_component(self, name: str, timeout: float = RESTART_TIMEOUT) -> None:
+        """SIGKILL one component's process group (e.g. ``node/node-1``: the node dies) and keep it down
+        until :meth:`start_component`. Returns once the process is gone."""
+        before = self._ask("kill", name)
+        self._wait(name, timeout, "killed", lambda _: not before.group_alive())
+
+    def start_component(self, name: str, timeout: float = RESTART_TIMEOUT) -> None:
+        """Start a component that :meth:`kill_component` took down; returns once a new process runs."""
+        before = self._ask("start", name)
+        self._wait(name, timeout, "started", lambda now: now is not None and now != before and now.alive())
+
+    def _ask(self, action: str, name: str) -> processes.ProcessRecord:
         sup = _supervisor_record(self.state_dir)
         if sup is None or not sup.alive():
             raise ClusterError(f"no running devcluster in {self.state_dir}")
@@ -81,15 +97,19 @@ class Cluster:
             raise ClusterError(f"devcluster in {self.state_dir} has no component {name!r}")
         control = self.state_dir / "control"
         control.mkdir(exist_ok=True)
-        (control / f"restart-{name.replace('/', '-')}").write_text(name)
+        (control / f"{action}-{name.replace('/', '-')}").write_text(name)
         os.kill(sup.pid, signal.SIGUSR1)
+        return before
+
+    def _wait(
+        self, name: str, timeout: float, done: str, check: Callable[[processes.ProcessRecord | None], bool]
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            now = {r.name: r for r in self.processes()}.get(name)
-            if now is not None and now != before and not before.alive():
+            if check({r.name: r for r in self.processes()}.get(name)):
                 return
             time.sleep(0.1)
-        raise ClusterError(f"{name} was not restarted within {timeout:.0f} s\n{_log_tail(self.state_dir)}")
+        raise ClusterError(f"{name} was not {done} within {timeout:.0f} s\n{_log_tail(self.state_dir)}")
 
     def processes(self) -> list[processes.ProcessRecord]:
         return processes.load_records(self.state_dir / "processes.json")

@@ -73,6 +73,8 @@ class Child:
     restarts: int = 0
     next_restart: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
+    #: Killed on request and left down (a node that died) until a start request.
+    held: bool = False
 
 
 class Supervisor:
@@ -82,6 +84,8 @@ class Supervisor:
         self.children: list[Child] = []
         self.stopping = threading.Event()
         self.restart_requests: set[str] = set()
+        self.kill_requests: set[str] = set()
+        self.start_requests: set[str] = set()
 
     def _log_path(self, comp: components.Component) -> Path:
         return self.cfg.state_dir / "logs" / f"{comp.name.replace('/', '-')}.log"
@@ -138,6 +142,25 @@ class Supervisor:
 
     def _tend(self, child: Child) -> None:
         name = child.component.name
+        if name in self.kill_requests:
+            self.kill_requests.discard(name)
+            log.info("killing %s on request and leaving it down", name)
+            child.held = True
+            if child.record is not None:
+                child.record.signal_group(signal.SIGKILL)
+            if child.proc is not None:
+                child.proc.wait()
+            return
+        if name in self.start_requests:
+            self.start_requests.discard(name)
+            if child.held:
+                log.info("starting %s again on request", name)
+                child.held = False
+                child.next_restart = 0.0
+                self._start(child)
+            return
+        if child.held:
+            return
         if name in self.restart_requests and child.record is not None:
             self.restart_requests.discard(name)
             log.info("restarting %s on request", name)
@@ -180,6 +203,10 @@ class Supervisor:
     def request_restart(self, name: str) -> None:
         self.restart_requests.add(name)
 
+    def request(self, action: str, name: str) -> None:
+        """``restart``, ``kill`` (SIGKILL to its process group, then no restarts) or ``start`` (after a kill)."""
+        {"restart": self.restart_requests, "kill": self.kill_requests, "start": self.start_requests}[action].add(name)
+
 
 def run(state_dir: Path) -> int:
     cfg = ClusterConfig.load(state_dir)
@@ -195,8 +222,10 @@ def run(state_dir: Path) -> int:
 
     def on_usr1(signum: int, frame: FrameType | None) -> None:
         control = state_dir / "control"
-        for request in control.glob("restart-*"):
-            sup.request_restart(request.read_text().strip())
+        for request in control.glob("*-*"):
+            action = request.name.partition("-")[0]
+            if action in ("restart", "kill", "start"):
+                sup.request(action, request.read_text().strip())
             request.unlink(missing_ok=True)
 
     signal.signal(signal.SIGTERM, on_term)

@@ -15,14 +15,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from podvirt_common import logs
 from podvirt_common.kube import Resource
 
-from . import cache, names, objects
+from . import cache, names, nodes, objects
 from .actions import Create, Plan
 from .events import EventRecorder
 from .executor import EventSink, KubeWriter, Outcome, Result, execute
@@ -45,6 +45,8 @@ class ControllerConfig:
     crash_loop: CrashLoopPolicy = field(default_factory=CrashLoopPolicy)
     vmi: VMIPolicy = field(default_factory=VMIPolicy)
     component: str = "virt-controller"
+    #: Seconds without a handler heartbeat, or not Ready, after which a node's VMIs fail (see ``nodes``).
+    node_unresponsive_timeout: float = nodes.DEFAULT_TIMEOUT
 
 
 def _priority(key: str) -> int:
@@ -83,6 +85,7 @@ class Controller:
         self.expectations = Expectations()
         self.errors: dict[str, SyncError] = {}
         self.launched: set[str] = set()  # VMI UIDs that had a launcher pod
+        self.nodes: dict[str, Obj] = {}  # slim Nodes by name (see virt_controller.nodes)
         self.synced = asyncio.Event()
         self._announced = False
         self._workers: list[asyncio.Task[None]] = []
@@ -149,6 +152,18 @@ class Controller:
         vmi_key = self.cache.vmi_key_by_uid(vmi_uid) if vmi_uid else None
         if vmi_key is not None:
             self.queue.add(f"vmi/{vmi_key}")
+
+    def _observe_node(self, body: Obj, deleted: bool) -> None:
+        name = objects.name(body)
+        before = self.nodes.pop(name, None)
+        if not deleted:
+            self.nodes[name] = nodes.slim_node(body)
+        # Heartbeats are not news (each VMI on a node looks again when the last one would run out);
+        # a node that goes away or changes readiness is.
+        if deleted or before is None or objects.status(before) != objects.status(self.nodes[name]):
+            for vmi in self.cache.vmis:
+                if objects.status(vmi).get("nodeName") == name and not objects.is_final(vmi):
+                    self.queue.add(f"vmi/{objects.key(vmi)}")
 
     def _observe_rs(self, body: Obj, deleted: bool) -> None:
         if deleted:
@@ -243,7 +258,8 @@ class Controller:
             vmi = self.cache.vmis.get(obj_key)
             if vmi is None:
                 return None
-            return reconcile_vmi(
+            node_problem, recheck = self._node_health(vmi, now)
+            plan = reconcile_vmi(
                 vmi,
                 self.cache.pods_of(objects.uid(vmi)),
                 now,
@@ -252,13 +268,27 @@ class Controller:
                 launched=objects.uid(vmi) in self.launched,
                 policy=self.config.vmi,
                 sync_error=error,
+                node_problem=node_problem,
             )
+            if recheck is not None and (plan.requeue_after is None or recheck < plan.requeue_after):
+                plan = replace(plan, requeue_after=recheck)
+            return plan
         if kind == "rs":
             rs = self.cache.replica_sets.get(obj_key)
             if rs is None:
                 return None
             return reconcile_replica_set(rs, self.cache.vmis.in_namespace(objects.namespace(rs)), now, sync_error=error)
         raise ValueError(f"unknown key kind in {key!r}")
+
+    def _node_health(self, vmi: Mapping[str, Any], now: datetime) -> tuple[str | None, float | None]:
+        """Why the VMI's node is unresponsive (or None), and when to look again if it is not. Without any
+        Node in view (a controller that cannot see them) nothing is judged."""
+        node = objects.status(vmi).get("nodeName")
+        if not node or objects.is_final(vmi) or objects.deleting(vmi) or not self.nodes:
+            return None, None
+        timeout = self.config.node_unresponsive_timeout
+        seen = self.nodes.get(str(node))
+        return nodes.unresponsive(str(node), seen, now, timeout), nodes.recheck_after(seen, now, timeout)
 
     async def sync(self, key: str) -> None:
         """Reconcile one key and carry out its plan; requeues as the outcome says."""

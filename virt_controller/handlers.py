@@ -1,7 +1,7 @@
 """The kopf side of virt-controller: watches, and nothing else.
 
-kopf lists and watches VMs, VMIs, VMI replica sets, launcher pods (server-side label selector) and
-claims. Each handler only passes the object on to :meth:`Controller.observe`: the indexing handlers
+kopf lists and watches VMs, VMIs, VMI replica sets, launcher pods (server-side label selector),
+claims and Nodes. Each handler only passes the object on to :meth:`Controller.observe`: the indexing handlers
 take every listed, added or modified object, and the event handlers take deletions. kopf calls
 indexing handlers first and holds every event handler back until each indexed kind has been listed;
 an event handler on namespaces (which always exist) therefore tells the controller that its cache is
@@ -27,6 +27,7 @@ WATCHED = {
     "rs": ("kubevirt.io", "v1", "virtualmachineinstancereplicasets"),
     "pod": ("", "v1", "pods"),
     "pvc": ("", "v1", "persistentvolumeclaims"),
+    "node": ("", "v1", "nodes"),
 }
 LAUNCHER_SELECTOR = "kubevirt.io=virt-launcher"
 

@@ -36,7 +36,7 @@ from podvirt_common.kube import (
     Kube,
 )
 
-from . import handlers
+from . import handlers, nodes
 from .controller import Controller, ControllerConfig
 from .launcher_pod import LauncherSettings
 from .leader import LeaderElector, LeaseConfig
@@ -80,6 +80,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     timing.add_argument("--crash-loop-base-delay", type=float, default=CrashLoopPolicy.base)
     timing.add_argument("--crash-loop-max-delay", type=float, default=CrashLoopPolicy.maximum)
     timing.add_argument("--stable-run", type=float, default=CrashLoopPolicy.stable_run)
+    timing.add_argument(
+        "--node-unresponsive-timeout",
+        type=float,
+        default=nodes.DEFAULT_TIMEOUT,
+        help="seconds without a virt-handler heartbeat, or not Ready, before a node's VMIs fail (default 300)",
+    )
     election = p.add_argument_group("leader election")
     election.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     election.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "kube-system"))
@@ -163,6 +169,7 @@ def build_config(args: argparse.Namespace) -> ControllerConfig:
         ),
         crash_loop=CrashLoopPolicy(args.crash_loop_base_delay, args.crash_loop_max_delay, args.stable_run),
         vmi=VMIPolicy(args.scheduling_phase_delay, args.force_delete_after),
+        node_unresponsive_timeout=args.node_unresponsive_timeout,
     )
 
 

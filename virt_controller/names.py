@@ -24,6 +24,10 @@ DOMAIN_ANNOTATION = "kubevirt.io/domain"
 VM_GENERATION_ANNOTATION = "kubevirt.io/vm-generation"
 #: VMI annotation: digest of the VM template the VMI was created from (a template change => RestartRequired).
 TEMPLATE_HASH_ANNOTATION = "podvirt.io/vm-template-hash"
+#: Node annotation: when the node's virt-handler last said it is alive (KubeVirt's; RFC 3339).
+HEARTBEAT_ANNOTATION = "kubevirt.io/heartbeat"
+#: Reason of a VMI failed because its node stopped answering (KubeVirt's).
+NODE_UNRESPONSIVE_REASON = "NodeUnresponsive"
 #: Finalizer the VMI controller keeps on every VMI until its launcher pods are gone.
 VMI_FINALIZER = "kubevirt.io/foregroundDeleteVirtualMachine"
 #: Name of the pod volume that holds the sockets dir (the node handler finds it under this name).

@@ -10,7 +10,9 @@ Phases this controller sets (the node handler sets Running, and Succeeded/Failed
 - Scheduled: the pod runs on a node with its compute container ready: ``status.nodeName``, the label
   ``kubevirt.io/nodeName`` (which the node handler selects on) and ``status.activePods`` are set.
 - Failed: the pod failed, or went away (or is going away) before the VMI ran; Succeeded when the pod
-  completed after the VMI ran.
+  completed after the VMI ran. Also Failed, with reason NodeUnresponsive, when the VMI's node stopped
+  answering (``node_problem``, decided by :mod:`virt_controller.nodes`): its launcher pods there are then
+  deleted at once (grace period 0), since no node will ever confirm that they stopped.
 
 Problems surface as conditions: PodScheduled (the pod's own, e.g. False/Unschedulable) and
 Synchronized=False with the reason ErrImagePull, ImagePullBackOff, FailedPvcNotFound,
@@ -74,11 +76,13 @@ def reconcile_vmi(
     launched: bool = False,
     policy: VMIPolicy = VMIPolicy(),
     sync_error: SyncError | None = None,
+    node_problem: str | None = None,
 ) -> Plan:
     """What to do about ``vmi`` given its launcher ``pods`` (those labelled with its UID) at ``now``.
 
     ``claims`` are the PersistentVolumeClaims of the VMI's namespace by name (None: not known, do not
-    check); ``launched`` says that a pod was already created for this VMI (so a missing one vanished).
+    check); ``launched`` says that a pod was already created for this VMI (so a missing one vanished);
+    ``node_problem`` says why the node in ``status.nodeName`` is unresponsive (None: it is not).
     """
     if objects.deleting(vmi):
         return _finalize(vmi, pods, now, policy)
@@ -103,7 +107,11 @@ def reconcile_vmi(
     event: Event | None = None
     label_node: str | None = None
 
-    if pod is None:
+    vmi_node = str(objects.status(vmi).get("nodeName") or "")
+    if node_problem is not None and vmi_node:
+        wanted, event = _fail(vmi, now, names.NODE_UNRESPONSIVE_REASON, node_problem)
+        actions.extend(_force_delete_on(vmi, pods, vmi_node, node_problem))
+    elif pod is None:
         if going or launched or phase != "Pending":
             wanted, event = _fail(vmi, now, "LauncherPodGone", "the launcher pod went away")
         else:
@@ -234,6 +242,20 @@ def _fail(vmi: Mapping[str, Any], now: datetime, reason: str, message: str) -> t
         {"phase": "Failed", "reason": reason},
         Event(vmi, reason, f"VMI failed: {message}", warning=True),
     )
+
+
+def _force_delete_on(vmi: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], node: str, why: str) -> list[Action]:
+    """Deletions without a grace period of the VMI's pods on a node that no longer answers."""
+    actions: list[Action] = []
+    for pod in pods:
+        if objects.spec(pod).get("nodeName") != node or _pod_phase(pod) in ("Succeeded", "Failed"):
+            continue
+        name = objects.name(pod)
+        actions.append(Delete(PODS, objects.namespace(pod), name, objects.uid(pod), grace_period_seconds=0))
+        actions.append(
+            Event(vmi, "ForcedDelete", f"launcher pod {name} deleted without waiting for its node: {why}", warning=True)
+        )
+    return actions
 
 
 def _transitions(vmi: Mapping[str, Any], phase: str, now: datetime) -> list[Obj]:

@@ -11,7 +11,11 @@ show, and that no launcher pod was doubled or left behind.
 - virt-api is down: running VMs keep running and can be deleted, a new VM is refused with an error
   naming the webhook, and creation works again once virt-api is back;
 - virt-controller is SIGKILLed during a burst of VM creations: once restarted, exactly one VMI per VM,
-  all Running, one launcher pod each.
+  all Running, one launcher pod each;
+- a stand-in node dies (its node agent and its virt-handler SIGKILLed; the agent's pods die with it):
+  its VMIs become Failed with reason NodeUnresponsive, their launcher pods are deleted without waiting
+  for the node, the ``Always`` VM comes back on the other node and a guest there never notices. Last in
+  the module: it brings the node back.
 
 (virt-handler SIGKILLed under five guests is in ``test_vmi_outcomes.py``; fuzzing of the webhooks is in
 ``tests/cluster/test_api_admission.py``, of the launcher's command socket in ``tests/unit/launcher/``.)
@@ -355,3 +359,68 @@ def test_controller_killed_during_a_burst_of_vm_creations(
     assert all((p.get("status") or {}).get("phase") == "Running" for p in pods)
     for name in names:
         assert qemu_pid(namespace, name) is not None, name
+
+
+#: The controller's node timeout for the node drill (its default is KubeVirt's 300 s). Longer than the
+#: handlers' 30 s heartbeat interval with room to spare, and longer than the node lifecycle controller
+#: takes to taint the dead node unreachable (about 50 s), so the replacement is not scheduled onto it.
+NODE_TIMEOUT = 100
+
+
+def test_a_dead_node_fails_its_vmis_and_an_always_vm_comes_back_on_the_other_node(
+    podvirt: Podvirt, api: VirtApiProcess, namespace: str, tiny_containerdisk: str
+) -> None:
+    podvirt.kill("virt-controller")
+    podvirt.start("virt-controller", [*podvirt.argv["virt-controller"], f"--node-unresponsive-timeout={NODE_TIMEOUT}"])
+    with PhaseRecorder(podvirt, namespace) as recorder:
+        lost = start_vms(podvirt, namespace, tiny_containerdisk, {"moves": "Always"})["moves"]
+        dead = lost["status"]["nodeName"]
+        (alive,) = (n for n in podvirt.cluster.nodes if n != dead)
+        for name, node in (("stays", dead), ("bystander", alive)):
+            pinned = tiny_vmi(name, tiny_containerdisk, nodeSelector={"kubernetes.io/hostname": node})
+            podvirt.kube.create(VIRTUAL_MACHINE_INSTANCES, pinned, namespace)
+        stays = podvirt.wait_phase(namespace, "stays", "Running", timeout=300)
+        bystander = podvirt.wait_phase(namespace, "bystander", "Running", timeout=300)
+        assert stays["status"]["nodeName"] == dead and bystander["status"]["nodeName"] == alive
+        bystander_qemu = qemu_pid(namespace, "bystander")
+
+        try:
+            podvirt.cluster.kill_component(f"node/{dead}")
+            podvirt.kill(f"virt-handler-{dead}")
+            # The node's guests died with it (their launchers got SIGKILL, QEMU's guard followed).
+            wait_for("the dead node's guests gone", lambda: qemu_pid(namespace, "stays") is None, 60)
+
+            failed = podvirt.wait_phase(namespace, "stays", "Failed", timeout=NODE_TIMEOUT + 90)
+            assert failed["status"]["reason"] == "NodeUnresponsive", failed["status"]
+            assert not any(c["type"] == "Ready" for c in failed["status"].get("conditions") or [])
+            wait_for(
+                "the launcher pods on the dead node deleted",
+                lambda: not [p for p in podvirt.launcher_pods(namespace) if p["spec"].get("nodeName") == dead],
+                60,
+                lambda: logs(podvirt),
+            )
+            moved = podvirt.wait_vmi(
+                namespace,
+                "moves",
+                "running again elsewhere",
+                lambda o: (
+                    o is not None and o["metadata"]["uid"] != lost["metadata"]["uid"] and phase_of(o) == "Running"
+                ),
+                timeout=240,
+            )
+            assert moved is not None and moved["status"]["nodeName"] == alive
+            assert "Failed" in recorder.phases(lost["metadata"]["uid"]), recorder.seen
+            assert qemu_pid(namespace, "moves") is not None
+
+            # The other node's guest never noticed.
+            now = podvirt.vmi(namespace, "bystander")
+            assert now is not None and phase_of(now) == "Running"
+            assert now["status"]["phaseTransitionTimestamps"] == bystander["status"]["phaseTransitionTimestamps"]
+            assert qemu_pid(namespace, "bystander") == bystander_qemu
+            # A VMI of no VM stays Failed: nothing brings it back.
+            assert phase_of(podvirt.vmi(namespace, "stays")) == "Failed"
+        finally:
+            podvirt.cluster.start_component(f"node/{dead}")
+            podvirt.start(f"virt-handler-{dead}")
+            podvirt.wait_handler(dead)
+            podvirt.cluster.kubectl("wait", "--for=condition=Ready", f"node/{dead}", "--timeout=120s")

@@ -67,6 +67,8 @@ CONTROLLER_CLUSTER_RULES = [
     rule([""], ["pods"], ["list", "watch", "create", "delete"],
          "launcher pods in the VMs' namespaces: watched by label, created and deleted per VMI"),
     rule([""], ["persistentvolumeclaims"], ["list", "watch"], "VMs wait for the claims their volumes name"),
+    rule([""], ["nodes"], ["list", "watch"],
+         "the handler heartbeat and Ready condition: VMIs on an unresponsive node fail (virt_controller/nodes.py)"),
     rule([""], ["namespaces"], ["list", "watch"], "kopf's cache-synced signal is an event handler on namespaces"),
     rule([""], ["events"], ["create"], "Events on VMs and VMIs in their namespaces (virt_controller/events.py)"),
 ]  # fmt: skip

@@ -47,6 +47,8 @@ class World:
     vmi_policy: VMIPolicy = field(default_factory=VMIPolicy)
     sync_errors: dict[str, SyncError] = field(default_factory=dict)
     launched: set[str] = field(default_factory=set)
+    #: Why the VMI's node is unresponsive, as virt_controller.nodes would say (None: it answers).
+    node_problem: str | None = None
 
     def __post_init__(self) -> None:
         self.api.clock = lambda: self.now
@@ -145,6 +147,7 @@ class World:
             launched=vmi["metadata"]["uid"] in self.launched,
             policy=self.vmi_policy,
             sync_error=self.sync_errors.get(f"vmi/{name}"),
+            node_problem=self.node_problem,
         )
 
     def sync_vmi(self, name: str = "testvm") -> Result:

@@ -85,3 +85,18 @@ def test_a_child_that_cannot_be_started_does_not_end_the_supervisor(
     wait_for(lambda: child.record != first and child.record is not None and child.record.alive(), 10, "a retry")
     assert failures == ["flaky"]
     assert thread.is_alive()
+
+
+def test_a_killed_child_stays_down_until_started_again(sup: supervisor.Supervisor) -> None:
+    child = add_child(sup, "node/n1", ("sleep", "60"))
+    first = child.record
+    assert first is not None
+    run_watch(sup)
+    sup.request("kill", "node/n1")
+    wait_for(lambda: not first.group_alive(), 10, "the kill")
+    time.sleep(1.5)  # longer than the first restart back-off: a crashed child would be back by now
+    assert child.record == first and child.held
+
+    sup.request("start", "node/n1")
+    wait_for(lambda: child.record != first and child.record is not None and child.record.alive(), 10, "the start")
+    assert not child.held
