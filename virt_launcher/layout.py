@@ -13,6 +13,7 @@ Private dir (an emptyDir only the launcher uses; unix socket paths must stay und
     disks/             overlays, empty disks, cloud-init and config ISOs
     nvram/             EFI variable stores
     serial0.sock       QEMU's serial port (QEMU connects to the launcher here)
+    qga.sock           the guest agent channel (QEMU listens, libvirt connects)
     console.log        the last bytes the guest wrote to its serial console (bounded)
     home/              $HOME of libvirt and QEMU
 
@@ -77,6 +78,13 @@ class PodLayout:
         return self.private_dir / "serial0.sock"
 
     @property
+    def guest_agent_socket(self) -> Path:
+        """The guest agent's virtio-serial channel. Named here, short: libvirt's default
+        (``<root>/lib/qemu/channel/target/domain-<id>-<name>/org.qemu.guest_agent.0``) exceeds the
+        kernel's limit for a long namespace and VMI name, and the domain would not start."""
+        return self.private_dir / "qga.sock"
+
+    @property
     def console_log(self) -> Path:
         return self.private_dir / "console.log"
 
@@ -89,7 +97,13 @@ class PodLayout:
 
     def too_long_socket_paths(self) -> list[Path]:
         """Socket paths the kernel would refuse (sun_path holds 107 bytes and a NUL)."""
-        candidates = [self.command_socket, self.console_socket, self.vnc_socket, self.serial_socket]
+        candidates = [
+            self.command_socket,
+            self.console_socket,
+            self.vnc_socket,
+            self.serial_socket,
+            self.guest_agent_socket,
+        ]
         # libvirt puts QEMU's monitor socket at <root>/lib/qemu/domain-<id>-<name up to 20>/monitor.sock.
         candidates.append(self.libvirt_root / "lib/qemu/domain-9999-xxxxxxxxxxxxxxxxxxxx/monitor.sock")
         return [p for p in candidates if len(str(p).encode()) > MAX_UNIX_SOCKET_PATH]

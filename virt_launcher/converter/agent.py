@@ -8,6 +8,7 @@ from .xml import Element, ensure, sub
 
 def configure(domain: Element, ctx: ConvertContext) -> None:
     channel = sub(ensure(domain, "devices"), "channel", type="unix")
-    # No path: libvirt places the socket in its own (private) state directory.
-    sub(channel, "source", mode="bind")
+    # A short path of our own: libvirt's default one, under its state directory and named after the
+    # domain, is too long for a unix socket when the namespace and VMI name are long.
+    sub(channel, "source", mode="bind", path=ctx.paths.guest_agent_socket)
     sub(channel, "target", type="virtio", name="org.qemu.guest_agent.0")

@@ -60,6 +60,7 @@ class DomainPaths:
     serial_socket: str
     vnc_socket: str
     nvram_dir: str
+    guest_agent_socket: str
 
 
 @dataclass

@@ -60,7 +60,9 @@ def prepare(request: dict[str, Any]) -> dict[str, Any]:
     ctx = ConvertContext(
         vmi=vmi,
         domain_type=request.get("domainType", "qemu"),
-        paths=DomainPaths(str(layout.serial_socket), str(layout.vnc_socket), str(layout.nvram_dir)),
+        paths=DomainPaths(
+            str(layout.serial_socket), str(layout.vnc_socket), str(layout.nvram_dir), str(layout.guest_agent_socket)
+        ),
         disks=resolver.resolve_all(),
         kernel=resolver.kernel_files(),
         networks=networks,

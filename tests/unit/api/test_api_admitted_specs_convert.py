@@ -23,7 +23,12 @@ from virt_launcher.converter import ConvertContext, DiskSource, DomainPaths, Ker
 
 pytestmark = pytest.mark.unit
 
-PATHS = DomainPaths(serial_socket="/pod/serial.sock", vnc_socket="/pod/vnc.sock", nvram_dir="/pod/nvram")
+PATHS = DomainPaths(
+    serial_socket="/pod/serial.sock",
+    vnc_socket="/pod/vnc.sock",
+    nvram_dir="/pod/nvram",
+    guest_agent_socket="/pod/qga.sock",
+)
 SLOW = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 

@@ -8,7 +8,10 @@ from kubevirt_types import VirtualMachineInstance
 from virt_launcher.converter import ConvertContext, DiskSource, DomainPaths, KernelFiles, NetAttachment
 
 PATHS = DomainPaths(
-    serial_socket="/pod/private/serial0.sock", vnc_socket="/pod/sockets/vnc.sock", nvram_dir="/pod/nvram"
+    serial_socket="/pod/private/serial0.sock",
+    vnc_socket="/pod/sockets/vnc.sock",
+    nvram_dir="/pod/nvram",
+    guest_agent_socket="/pod/private/qga.sock",
 )
 
 
