@@ -22,156 +22,27 @@ stopped at the end, on every exit path.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
+from benchmarks._podvirt import NAMESPACE, deployed, tiny_vmi
 from benchmarks._results import summary, write
 from benchmarks.controller import proc_figures
-from devcluster import processes
-from devcluster.cluster import Cluster, down, up
-from devcluster.config import ClusterConfig, Ports, free_port
-from devcluster.images import import_image
-from podvirt_common import certs
-from podvirt_common.kube import PODS, VIRTUAL_MACHINE_INSTANCES, Kube
-
-REPO = Path(__file__).resolve().parent.parent
-IMAGE = "registry.podvirt.test/tiny-containerdisk:1"
-NAMESPACE = "default"
-LAUNCHERS = "kubevirt.io=virt-launcher"
-
-
-def vmi(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachineInstance",
-        "metadata": {"name": name, "labels": {"bench": "handler"}},
-        "spec": {
-            "domain": {
-                "memory": {"guest": "96Mi"},
-                "resources": {"requests": {"memory": "96Mi"}},
-                "devices": {
-                    "disks": [{"name": "root", "disk": {"bus": "virtio"}}],
-                    "interfaces": [{"name": "default", "masquerade": {}}],
-                    "autoattachGraphicsDevice": False,
-                },
-            },
-            "networks": [{"name": "default", "pod": {}}],
-            "volumes": [{"name": "root", "containerDisk": {"image": IMAGE}}],
-            "terminationGracePeriodSeconds": 5,
-        },
-    }
-
-
-class Seen:
-    """When this process first saw each VMI Scheduled and Running, and each launcher pod Running."""
-
-    def __init__(self, kube: Kube) -> None:
-        self.kube = kube
-        self.vmi: dict[str, dict[str, float]] = {}
-        self.pod_running: dict[str, float] = {}
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-
-    def _vmis(self) -> None:
-        while not self.stop.is_set():
-            for kind, obj in self.kube.watch(VIRTUAL_MACHINE_INSTANCES, NAMESPACE, timeout_seconds=60):
-                if kind == "BOOKMARK":
-                    continue
-                phase = (obj.get("status") or {}).get("phase")
-                with self.lock:
-                    self.vmi.setdefault(obj["metadata"]["name"], {}).setdefault(str(phase), time.monotonic())
-
-    def _pods(self) -> None:
-        while not self.stop.is_set():
-            for kind, pod in self.kube.watch(PODS, NAMESPACE, label_selector=LAUNCHERS, timeout_seconds=60):
-                if kind == "BOOKMARK":
-                    continue
-                owner = next((r["name"] for r in pod["metadata"].get("ownerReferences") or []), None)
-                if owner and (pod.get("status") or {}).get("phase") == "Running":
-                    with self.lock:
-                        self.pod_running.setdefault(owner, time.monotonic())
-
-    def start(self) -> None:
-        for target in (self._vmis, self._pods):
-            threading.Thread(target=target, daemon=True).start()
-
-    def running(self) -> int:
-        with self.lock:
-            return sum("Running" in phases for phases in self.vmi.values())
-
-
-def _start(state: Path, name: str, argv: list[str], started: list[processes.ProcessRecord]) -> None:
-    proc = processes.spawn(name, argv, state / "logs" / f"{name}.log")
-    started.append(processes.record(name, proc))
-
-
-def _metrics_port(log: Path, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if "/metrics" in line and " on 127.0.0.1:" in line:
-                return int(line.rsplit(":", 1)[1])
-        time.sleep(0.2)
-    raise RuntimeError(f"the handler never said where /metrics is; see {log}")
+from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES
 
 
 def run(count: int, idle: float, timeout: float) -> dict[str, Any]:
-    build = subprocess.run([str(REPO / "images/guest/build.sh")], check=True, capture_output=True, text=True)
-    guest = Path(build.stdout.strip().splitlines()[-1])
-    base = Path(tempfile.mkdtemp(prefix="podvirt-bench-handler-", dir="/var/tmp"))
-    base.chmod(0o755)
-    cfg = ClusterConfig(
-        state_dir=base, ports=Ports.random(), nodes=("node-1",), pod_cidr="10.242.0.0/16", bridge="pvbhdl0"
-    )
-    started: list[processes.ProcessRecord] = []
-    kube: Kube | None = None
-    seen: Seen | None = None
-    try:
-        cluster: Cluster = up(cfg)
-        import_image(cfg.image_store, guest / "oci" / "containerdisk", IMAGE)
-        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        pki = base / "bench-pki"
-        pki.mkdir()
-        ca = certs.new_ca("bench-podvirt-internal-ca")
-        (pki / "ca.crt").write_bytes(ca.cert_pem)
-        certs.issue(ca, "virt-handler", hosts=("127.0.0.1",), server=True).write(pki / "h.crt", pki / "h.key")
-        kubeconfig = str(cluster.kubeconfig)
-        py = sys.executable
-        _start(base, "virt-controller", [
-            py, "-m", "virt_controller", f"--kubeconfig={kubeconfig}", "--use-emulation", "--no-leader-elect",
-            "--metrics-address=", "--log-format=text",
-        ], started)  # fmt: skip
-        _start(base, "virt-handler", [
-            py, "-m", "virt_handler", "--node-name=node-1", f"--kubeconfig={kubeconfig}",
-            f"--kubelet-root={cfg.node_root('node-1')}", "--listen=127.0.0.1", f"--port={free_port()}",
-            f"--tls-cert={pki / 'h.crt'}", f"--tls-key={pki / 'h.key'}", f"--client-ca={pki / 'ca.crt'}",
-            "--metrics-address=127.0.0.1:0", "--log-format=text",
-        ], started)  # fmt: skip
-        handler = started[-1]
-        metrics_port = _metrics_port(base / "logs" / "virt-handler.log")
-        kube = Kube.connect(kubeconfig)
-        seen = Seen(kube)
-        seen.start()
-        time.sleep(1)
+    with deployed("handler", ("node-1",), "10.242.0.0/16", "pvbhdl0") as dep:
+        handler = dep.record("virt-handler-node-1")
+        metrics_port = dep.metrics_port("virt-handler-node-1")
         created = time.monotonic()
         for i in range(count):
-            kube.create(VIRTUAL_MACHINE_INSTANCES, vmi(f"bench-{i:03d}"), NAMESPACE)
-        deadline = time.monotonic() + timeout
-        while seen.running() < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {seen.running()} of {count} VMIs Running after {timeout:.0f} s")
-            time.sleep(0.5)
+            dep.kube.create(VIRTUAL_MACHINE_INSTANCES, tiny_vmi(f"bench-{i:03d}"), NAMESPACE)
+        dep.wait("Running", count, timeout)
         all_running = time.monotonic() - created
+        seen = dep.seen
         with seen.lock:
             pod_to_running = [
                 seen.vmi[name]["Running"] - seen.pod_running[name] for name in seen.vmi if name in seen.pod_running
@@ -203,23 +74,6 @@ def run(count: int, idle: float, timeout: float) -> dict[str, Any]:
             },
             "metricsScrape": {"seconds": round(scrape_seconds, 3), "vmisReported": reported},
         }
-    finally:
-        if seen is not None:
-            seen.stop.set()
-        if kube is not None:
-            with contextlib.suppress(Exception):
-                for i in range(count):
-                    with contextlib.suppress(Exception):
-                        kube.delete(VIRTUAL_MACHINE_INSTANCES, f"bench-{i:03d}", NAMESPACE)
-                deadline = time.monotonic() + 120
-                while kube.list_objects(PODS, NAMESPACE) and time.monotonic() < deadline:
-                    time.sleep(1)
-            kube.close()
-        for record in reversed(started):
-            record.stop(15)
-        down(base)
-        if not os.environ.get("PODVIRT_BENCH_KEEP"):
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

@@ -45,10 +45,10 @@ class ProcessRecord:
             return False
         except PermissionError:
             return True
-        return self.alive() or _group_members(self.pgid) != []
+        return self.alive() or group_members(self.pgid) != []
 
     def signal_group(self, sig: int) -> None:
-        if not self.alive() and not _group_members(self.pgid):
+        if not self.alive() and not group_members(self.pgid):
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pgid, sig)
@@ -82,7 +82,7 @@ def _is_zombie(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] == "Z"
 
 
-def _group_members(pgid: int) -> list[int]:
+def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is ``pgid``."""
     members = []
     for entry in Path("/proc").iterdir():

@@ -1,0 +1,165 @@
+"""Density: VMIs created 100 ms apart (KubeVirt's density scenario), creation -> Running for each, and
+what each VM costs the node in memory beyond its guest.
+
+A real devcluster with two stand-in nodes, virt-controller and a virt-handler per node, and ``--vmis``
+tiny guests (Debian kernel + busybox, 96 MiB, one vCPU, QEMU TCG: no usable KVM here) created
+``--interval`` seconds apart. Times are where this process sees the watch events (millisecond clock),
+from each VMI's own create call. After every VMI runs and the guests settle, the memory of each
+launcher pod (the launcher, its libvirt and QEMU: every process of the pod's process group plus the
+VMI's QEMU) is read from /proc as PSS (shared pages split fairly) and RSS, with QEMU's share apart
+from the launcher's and embedded libvirt's (podvirt's own cost per VM; QEMU's PSS counts only the
+guest pages the guest has touched). Figures go to ``results/density.json`` and a chart of the creation -> Running
+distribution to ``results/density.png``.
+
+    python -m benchmarks density [--vmis 50] [--interval 0.1] [--settle 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._podvirt import NAMESPACE, Deployment, deployed, tiny_vmi
+from benchmarks._results import RESULTS_DIR, summary, write
+from devcluster import processes
+from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES
+
+GUEST_MIB = 96
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in KiB; (0, 0) when it is gone."""
+    pss = rss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+            elif line.startswith("Rss:"):
+                rss = int(line.split()[1])
+    except OSError:
+        return 0, 0
+    return pss, rss
+
+
+def _qemu_of(vmi: str) -> set[int]:
+    """QEMU processes whose command line names this VMI's domain (``<namespace>_<name>``)."""
+    found = set()
+    marker = f"guest={NAMESPACE}_{vmi},".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes():
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def pod_memory(dep: Deployment) -> list[dict[str, float]]:
+    """For each launcher pod: PSS and RSS in MiB of everything it runs, and the PSS of its QEMU and of
+    the rest (the launcher and embedded libvirt: podvirt's own cost per VM)."""
+    out = []
+    for node in dep.cfg.nodes:
+        for record in processes.load_records(dep.cfg.node_root(node) / "processes.json"):
+            namespace, pod, container = record.name.split("/", 2)
+            if namespace != NAMESPACE or not pod.startswith("virt-launcher-") or container != "compute":
+                continue
+            vmi = pod.removeprefix("virt-launcher-").rsplit("-", 1)[0]
+            qemu = _qemu_of(vmi)
+            totals = {"pss": 0, "rss": 0, "qemuPss": 0}
+            for pid in set(processes.group_members(record.pgid)) | qemu:
+                pss, rss = _memory_kib(pid)
+                totals["pss"] += pss
+                totals["rss"] += rss
+                if pid in qemu:
+                    totals["qemuPss"] += pss
+            out.append({
+                "pssMiB": totals["pss"] / 1024,
+                "rssMiB": totals["rss"] / 1024,
+                "qemuPssMiB": totals["qemuPss"] / 1024,
+                "launcherPssMiB": (totals["pss"] - totals["qemuPss"]) / 1024,
+            })  # fmt: skip
+    return out
+
+
+def chart(latencies: list[tuple[float, float]], path: Path, title: str) -> None:
+    """Two panels: each VMI's creation -> Running against when it was created, and the distribution."""
+    import matplotlib  # noqa: PLC0415 - only this benchmark draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    created = [c for c, _ in latencies]
+    seconds = [s for _, s in latencies]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.scatter(created, seconds, s=12)
+    left.set_xlabel("created at (s after the first create)")
+    left.set_ylabel("creation → Running (s)")
+    left.grid(alpha=0.3)
+    right.hist(seconds, bins=min(30, max(5, len(seconds) // 2)))
+    right.set_xlabel("creation → Running (s)")
+    right.set_ylabel("VMIs")
+    right.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(count: int, interval: float, settle: float, timeout: float) -> dict[str, Any]:
+    with deployed("density", ("node-1", "node-2"), "10.243.0.0/16", "pvbdens0") as dep:
+        sent: dict[str, float] = {}
+        first = time.monotonic()
+        for i in range(count):
+            name = f"density-{i:03d}"
+            next_at = first + i * interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            sent[name] = time.monotonic()
+            dep.kube.create(VIRTUAL_MACHINE_INSTANCES, tiny_vmi(name, {"bench": "density"}), NAMESPACE)
+        dep.wait("Running", count, timeout)
+        all_running = time.monotonic() - first
+        with dep.seen.lock:
+            latencies = [(sent[n] - first, dep.seen.vmi[n]["Running"] - sent[n]) for n in sent]
+        time.sleep(settle)
+        memory = pod_memory(dep)
+        chart_path = RESULTS_DIR / "density.png"
+        RESULTS_DIR.mkdir(exist_ok=True)
+        title = f"podvirt: {count} tiny TCG VMIs created {interval * 1000:.0f} ms apart, 2 stand-in nodes, 2 cores"
+        chart(latencies, chart_path, title)
+
+        def mib(key: str) -> dict[str, float] | None:
+            values = [m[key] for m in memory]
+            return {k: round(v, 1) for k, v in summary(values).items()} if values else None
+
+        return {
+            "vmis": count,
+            "intervalSeconds": interval,
+            "guest": f"tiny (Debian kernel + busybox initramfs), kernel boot, {GUEST_MIB} MiB, 1 vCPU, QEMU TCG",
+            "allRunningSecondsAfterFirstCreate": round(all_running, 2),
+            "creationToRunningSeconds": {k: round(v, 3) for k, v in summary([s for _, s in latencies]).items()},
+            "perVmPodMemoryMiB": {
+                "pods": len(memory),
+                "pss": mib("pssMiB"),
+                "rss": mib("rssMiB"),
+                "qemuPss": mib("qemuPssMiB"),
+                "launcherAndLibvirtPss": mib("launcherPssMiB"),
+            },
+            "chart": str(chart_path),
+        }
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks density", description=__doc__.splitlines()[0])
+    p.add_argument("--vmis", type=int, default=50)
+    p.add_argument("--interval", type=float, default=0.1, help="seconds between creations (KubeVirt: 0.1)")
+    p.add_argument("--settle", type=float, default=30.0, help="seconds for the guests to boot before measuring memory")
+    p.add_argument("--timeout", type=float, default=1200.0)
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the density benchmark needs root (devcluster's stand-in nodes and pod networking)")
+        return 2
+    write("density", run(args.vmis, args.interval, args.settle, args.timeout))
+    return 0
