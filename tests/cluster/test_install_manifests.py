@@ -193,9 +193,12 @@ def test_an_editor_runs_vms_in_their_namespace_only(cluster: Cluster, component_
         )
         console = ("get", "subresources.kubevirt.io", "virtualmachineinstances", "console")
         start = ("update", "subresources.kubevirt.io", "virtualmachines", "start")
+        forward = ("get", "subresources.kubevirt.io", "virtualmachineinstances", "portforward")
         assert review(cluster, "jane", namespace, *console)
         assert review(cluster, "jane", namespace, *start)
+        assert review(cluster, "jane", namespace, *forward)
         assert not review(cluster, "jane", other, *console)
+        assert not review(cluster, "jane", other, *forward)
         assert not review(cluster, "jane", other, *start)
         assert not can_i(cluster, "create", "virtualmachines.kubevirt.io", "-n", other, "--as=jane")
         created = cluster.kubectl(

@@ -167,6 +167,8 @@ _EDIT_SUBRESOURCES = [
          "virtctl pause|unpause|softreboot|reset"),
     rule([SUBRESOURCES], ["virtualmachineinstances/console", "virtualmachineinstances/vnc",
                           "virtualmachineinstances/guestosinfo"], ["get"], "virtctl console|vnc|guestosinfo"),
+    rule([SUBRESOURCES], ["virtualmachineinstances/portforward", "virtualmachines/portforward"], ["get"],
+         "virtctl port-forward|ssh|scp"),
     rule([KUBEVIRT], ["virtualmachineinstancereplicasets/scale"], ["get", "update", "patch"], "kubectl scale vmirs"),
 ]  # fmt: skip
 
