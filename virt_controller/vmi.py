@@ -171,12 +171,14 @@ def reconcile_vmi(
                 else:
                     requeue = policy.scheduling_phase_delay - age
             if phase == "Running":
-                ready = _pod_ready(pod)
-                conditions.append(
-                    condition("Ready", "True", now)
-                    if ready
-                    else condition("Ready", "False", now, "PodNotReady", "the launcher pod is not ready")
-                )
+                paused = condition_is(objects.status(vmi).get("conditions"), "Paused")
+                if paused:
+                    # The handler reports the pause; a paused guest is not ready whatever the pod says.
+                    conditions.append(condition("Ready", "False", now, "Paused", "the guest is paused"))
+                elif _pod_ready(pod):
+                    conditions.append(condition("Ready", "True", now))
+                else:
+                    conditions.append(condition("Ready", "False", now, "PodNotReady", "the launcher pod is not ready"))
     if "phase" in wanted and wanted["phase"] not in ("Succeeded", "Failed", "Running"):
         conditions.append(condition("Ready", "False", now, NOT_RUNNING_REASON, NOT_RUNNING_MESSAGE))
 
@@ -209,7 +211,16 @@ def reconcile_vmi(
             # Right after the status write when retrying a failed write: the retry may fail again.
             actions.insert(1 if sync_error is not None else len(actions), event)
     # The node label goes on after the status says Scheduled: the node handler, which selects VMIs by
-    # this label, then finds the VMI complete.
+    # this label, then finds the VMI complete. A controller that stopped between the two writes finishes
+    # the job when it looks again (else the handler would never see the VMI).
+    scheduled_on = str(status.get("nodeName") or "")
+    if (
+        label_node is None
+        and scheduled_on
+        and node_problem is None
+        and wanted.get("phase") not in ("Succeeded", "Failed")
+    ):
+        label_node = scheduled_on
     if label_node is not None and objects.labels(vmi).get(names.NODE_NAME_LABEL) != label_node:
         actions.append(
             MergePatch(

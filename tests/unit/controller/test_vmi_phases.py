@@ -423,3 +423,14 @@ def test_a_refused_pod_is_told_once_as_a_warning_event() -> None:
         world.api.fail_next["create"] = refusal
         world.sync_vmi()
     assert world.api.event_reasons().count("FailedCreate") == 1
+
+
+def test_a_scheduled_vmi_without_its_node_label_gets_it_a_controller_stopped_between_the_writes() -> None:
+    # The status said Scheduled, then the controller died before the label patch: the handler, which
+    # selects VMIs by that label, would never see this VMI.
+    world = running_ready()
+    stored = world.api.objects[(VIRTUAL_MACHINE_INSTANCES.plural, "default", "testvm")]
+    del stored["metadata"]["labels"][names.NODE_NAME_LABEL]
+    world.settle_vmi()
+    assert world.vmi()["metadata"]["labels"][names.NODE_NAME_LABEL] == "node-1"
+    assert vmi_status(world)["phase"] == "Running"
