@@ -41,6 +41,7 @@ from .status import (
     NOT_RUNNING_MESSAGE,
     NOT_RUNNING_REASON,
     condition,
+    condition_is,
     find_condition,
     merge_conditions,
     status_patch,

@@ -44,8 +44,6 @@ class Guest:
 @pytest.fixture(scope="module")
 def guest(podvirt: Podvirt, virt_api: VirtApiProcess, tiny_containerdisk: str) -> Iterator[Guest]:
     """A running tiny guest with busybox httpd serving PAGE on port 8080 (started from its console)."""
-    # Short: libvirt's guest-agent socket path (namespace_name under the launcher's private dir) must
-    # stay under 108 bytes, and longer namespace + name pairs exceed it today.
     namespace = f"vg-{secrets.token_hex(2)}"
     podvirt.cluster.kubectl("create", "namespace", namespace)
     try:
@@ -102,7 +100,8 @@ def test_console_in_a_terminal_types_into_the_guest_and_restores_the_terminal(po
     try:
         seen = read_until(master, b"guest# ", 120, poke=b"\r")
         os.write(master, b"echo PF-$((20+22))\r")
-        seen = read_until(master, b"PF-42", 60, seen=seen)
+        # The answer on a line of its own (the echoed command holds only the unexpanded expression).
+        seen = read_until(master, b"PF-42\r\n", 60, seen=seen)
         assert b"PF-42\r\n" in seen.split(b"PF-$((20+22))", 1)[-1], "the answer comes from the guest's shell"
         during = termios.tcgetattr(slave)
         assert during != before, "raw mode while connected"

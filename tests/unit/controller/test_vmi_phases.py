@@ -234,6 +234,18 @@ def test_a_running_vmi_whose_launcher_fails_is_no_longer_ready() -> None:
     assert vmi_condition(world, "Ready") is None
 
 
+def test_a_paused_vmi_is_not_ready_though_its_pod_is() -> None:
+    world = running_ready()
+    # The handler reports the pause (and Ready False); the controller must not turn Ready back on.
+    paused = {"type": "Paused", "status": "True", "reason": "PausedByUser"}
+    conditions = [*vmi_status(world).get("conditions", []), paused]
+    world.api.set_status(VIRTUAL_MACHINE_INSTANCES, "testvm", {"conditions": conditions})
+    world.settle_vmi()
+    ready = vmi_condition(world, "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "Paused")
+    assert vmi_condition(world, "Paused") == paused
+
+
 def test_an_unready_launcher_makes_a_running_vmi_unready() -> None:
     world = running_ready()
     world.container(phase="Running", ready=False)
