@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from benchmarks._podvirt import NAMESPACE, Deployment, deployed, tiny_vmi
 from benchmarks._results import RESULTS_DIR, summary, write
+from benchmarks.controller import apiserver_writes, proc_figures
 from devcluster import processes
-from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES
+from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES, parse_time
 
 GUEST_MIB = 96
 
@@ -85,6 +87,31 @@ def pod_memory(dep: Deployment) -> list[dict[str, float]]:
     return out
 
 
+def writes_per_vmi(
+    before: Counter[tuple[str, str, str, str]], after: Counter[tuple[str, str, str, str]], count: int
+) -> dict[str, Any]:
+    """Successful apiserver writes per VMI between the two readings, by kind; podvirt's own are the
+    VMI writes after its creation (controller and handler) and the launcher pod's creation."""
+    done = Counter({(v, r, sub): n for (v, r, sub, code), n in (after - before).items() if code == "2xx"})
+    podvirt = sum(n for (v, r, _), n in done.items() if r == "virtualmachineinstances" and v != "POST")
+    podvirt += done.get(("POST", "pods", ""), 0)
+    return {
+        "podvirtWritesPerVmi": round(podvirt / count, 2),
+        "allWritesPerVmi": {
+            f"{v} {r}{'/' + sub if sub else ''}": round(n / count, 2) for (v, r, sub), n in sorted(done.items())
+        },
+    }
+
+
+def control_plane_rss(dep: Deployment) -> dict[str, float]:
+    """RSS in MiB of each control-plane process and of podvirt's controller and handlers."""
+    out = {}
+    for record in [*dep.cluster.processes(), *dep.started]:
+        if record.alive():
+            out[record.name] = round(proc_figures(record.pid)["rss_mib"], 1)
+    return out
+
+
 def chart(latencies: list[tuple[float, float]], path: Path, title: str) -> None:
     """Two panels: each VMI's creation -> Running against when it was created, and the distribution."""
     import matplotlib  # noqa: PLC0415 - only this benchmark draws
@@ -112,6 +139,7 @@ def chart(latencies: list[tuple[float, float]], path: Path, title: str) -> None:
 def run(count: int, interval: float, settle: float, timeout: float) -> dict[str, Any]:
     with deployed("density", ("node-1", "node-2"), "10.243.0.0/16", "pvbdens0") as dep:
         sent: dict[str, float] = {}
+        writes_before = apiserver_writes(dep.kube)
         first = time.monotonic()
         for i in range(count):
             name = f"density-{i:03d}"
@@ -121,10 +149,20 @@ def run(count: int, interval: float, settle: float, timeout: float) -> dict[str,
             dep.kube.create(VIRTUAL_MACHINE_INSTANCES, tiny_vmi(name, {"bench": "density"}), NAMESPACE)
         dep.wait("Running", count, timeout)
         all_running = time.monotonic() - first
+        writes = writes_per_vmi(writes_before, apiserver_writes(dep.kube), count)
+        # The objects' own record, to the second: creationTimestamp -> the Running phase transition.
+        stamped = []
+        for obj in dep.kube.list_objects(VIRTUAL_MACHINE_INSTANCES, NAMESPACE):
+            created = parse_time(obj["metadata"]["creationTimestamp"])
+            running = [t for t in obj["status"].get("phaseTransitionTimestamps") or [] if t["phase"] == "Running"]
+            ran = parse_time(running[0]["phaseTransitionTimestamp"]) if running else None
+            if created is not None and ran is not None:
+                stamped.append((ran - created).total_seconds())
         with dep.seen.lock:
             latencies = [(sent[n] - first, dep.seen.vmi[n]["Running"] - sent[n]) for n in sent]
         time.sleep(settle)
         memory = pod_memory(dep)
+        rss = control_plane_rss(dep)
         chart_path = RESULTS_DIR / "density.png"
         RESULTS_DIR.mkdir(exist_ok=True)
         title = f"podvirt: {count} tiny TCG VMIs created {interval * 1000:.0f} ms apart, 2 stand-in nodes, 2 cores"
@@ -140,6 +178,9 @@ def run(count: int, interval: float, settle: float, timeout: float) -> dict[str,
             "guest": f"tiny (Debian kernel + busybox initramfs), kernel boot, {GUEST_MIB} MiB, 1 vCPU, QEMU TCG",
             "allRunningSecondsAfterFirstCreate": round(all_running, 2),
             "creationToRunningSeconds": {k: round(v, 3) for k, v in summary([s for _, s in latencies]).items()},
+            "creationToRunningSecondsFromPhaseTimestamps": summary(stamped) if stamped else None,
+            "apiWrites": writes,
+            "controlPlaneRssMiB": rss,
             "perVmPodMemoryMiB": {
                 "pods": len(memory),
                 "pss": mib("pssMiB"),
