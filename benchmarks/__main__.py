@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 BENCHMARKS = {
@@ -22,6 +23,8 @@ def main(argv: list[str]) -> int:
         for name, what in BENCHMARKS.items():
             print(f"  {name:12} {what}")
         return 0 if not argv else 2
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl+C, so every benchmark's cleanup still runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     module = importlib.import_module(f"benchmarks.{argv[0]}")
     return int(module.main(argv[1:]))
 
