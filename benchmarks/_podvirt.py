@@ -22,7 +22,7 @@ from devcluster import processes
 from devcluster.cluster import Cluster, down, up
 from devcluster.config import ClusterConfig, Ports, free_port
 from devcluster.images import import_image
-from podvirt_common import certs
+from podvirt_common import certs, httpserve
 from podvirt_common.kube import PODS, VIRTUAL_MACHINE_INSTANCES, Kube
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,9 +114,9 @@ class Deployment:
         """The port a component chose for ``--metrics-address=127.0.0.1:0``, from its log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.log(name).read_text(errors="replace").splitlines():
-                if "/metrics" in line and " on 127.0.0.1:" in line:
-                    return int(line.rsplit(":", 1)[1])
+            port = httpserve.port_from_log(self.log(name).read_text(errors="replace"))
+            if port is not None:
+                return port
             time.sleep(0.2)
         raise RuntimeError(f"{name} never said where /metrics is; see {self.log(name)}")
 

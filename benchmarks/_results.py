@@ -34,6 +34,11 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def rounded(values: list[float], digits: int = 3) -> dict[str, float]:
+    """:func:`summary` with every figure rounded to ``digits``."""
+    return {k: round(v, digits) for k, v in summary(values).items()}
+
+
 def write(name: str, figures: dict[str, Any]) -> Path:
     """Write ``figures`` to results/<name>.json with when and where they were measured, and print them."""
     RESULTS_DIR.mkdir(exist_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._podvirt import NAMESPACE, Deployment, deployed, tiny_vmi
-from benchmarks._results import RESULTS_DIR, summary, write
+from benchmarks._results import RESULTS_DIR, rounded, summary, write
 from benchmarks.controller import apiserver_writes, proc_figures
 from devcluster import processes
 from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES, parse_time
@@ -170,14 +170,14 @@ def run(count: int, interval: float, settle: float, timeout: float) -> dict[str,
 
         def mib(key: str) -> dict[str, float] | None:
             values = [m[key] for m in memory]
-            return {k: round(v, 1) for k, v in summary(values).items()} if values else None
+            return rounded(values, 1) if values else None
 
         return {
             "vmis": count,
             "intervalSeconds": interval,
             "guest": f"tiny (Debian kernel + busybox initramfs), kernel boot, {GUEST_MIB} MiB, 1 vCPU, QEMU TCG",
             "allRunningSecondsAfterFirstCreate": round(all_running, 2),
-            "creationToRunningSeconds": {k: round(v, 3) for k, v in summary([s for _, s in latencies]).items()},
+            "creationToRunningSeconds": rounded([s for _, s in latencies]),
             "creationToRunningSecondsFromPhaseTimestamps": summary(stamped) if stamped else None,
             "apiWrites": writes,
             "controlPlaneRssMiB": rss,

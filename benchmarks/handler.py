@@ -28,7 +28,7 @@ import urllib.request
 from typing import Any
 
 from benchmarks._podvirt import NAMESPACE, deployed, tiny_vmi
-from benchmarks._results import summary, write
+from benchmarks._results import rounded, write
 from benchmarks.controller import proc_figures
 from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES
 
@@ -64,8 +64,8 @@ def run(count: int, idle: float, timeout: float) -> dict[str, Any]:
             "vmis": count,
             "guest": "tiny (Debian kernel + busybox initramfs), kernel boot, 96 MiB, 1 vCPU, QEMU TCG",
             "allRunningSecondsAfterFirstCreate": round(all_running, 2),
-            "podRunningToVmiRunningSeconds": {k: round(v, 3) for k, v in summary(pod_to_running).items()},
-            "scheduledToRunningSeconds": {k: round(v, 3) for k, v in summary(scheduled_to_running).items()},
+            "podRunningToVmiRunningSeconds": rounded(pod_to_running),
+            "scheduledToRunningSeconds": rounded(scheduled_to_running),
             "handlerIdle": {
                 "rssMiB": round(after["rss_mib"], 1),
                 "peakRssMiB": round(after["peak_rss_mib"], 1),

@@ -8,6 +8,7 @@ returning ``(status, body, content type)``, called in the server's thread for ev
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,16 @@ def ok() -> tuple[int, bytes, str]:
 def metrics_route(registry: CollectorRegistry) -> Route:
     """``/metrics`` in the Prometheus text format for ``registry``."""
     return lambda: (200, generate_latest(registry), CONTENT_TYPE_LATEST)
+
+
+_SERVING = re.compile(r"serving [^\n]*/metrics[^\n]* on [^\s:]+:(\d+)$", re.MULTILINE)
+
+
+def port_from_log(text: str) -> int | None:
+    """The port of the last ``/metrics`` endpoint :func:`serve` announced in a component's log (how tests
+    and benchmarks find a kernel-chosen port, ``HOST:0``); None when there is none yet."""
+    found = _SERVING.findall(text)
+    return int(found[-1]) if found else None
 
 
 def serve(address: str, routes: Mapping[str, Route], component: str) -> ThreadingHTTPServer | None:

@@ -93,9 +93,12 @@ class Handler:
 
     def lookup(self, namespace: str, name: str) -> LauncherTarget | None:
         vmi = self.vmis.get(f"{namespace}/{name}")
-        if vmi is None or (vmi.get("status") or {}).get("phase") != "Running":
+        return None if vmi is None else self._target(vmi, self.pods.items())
+
+    def _target(self, vmi: dict[str, Any], pods: list[dict[str, Any]]) -> LauncherTarget | None:
+        if (vmi.get("status") or {}).get("phase") != "Running":
             return None
-        pod = launcher_pod(vmi, self.pods.items(), self.node)
+        pod = launcher_pod(vmi, pods, self.node)
         return None if pod is None else self.sync.target(vmi, pod)
 
     def forward_target(self, namespace: str, name: str) -> ForwardTarget | None:
@@ -109,9 +112,10 @@ class Handler:
     def running_vmis(self) -> list[tuple[str, str, LauncherTarget]]:
         """This node's running VMIs and their launchers (what the metrics are collected from)."""
         found = []
+        pods = self.pods.items()
         for vmi in self.vmis.items():
             meta = vmi["metadata"]
-            target = self.lookup(meta["namespace"], meta["name"])
+            target = self._target(vmi, pods)
             if target is not None:
                 found.append((meta["namespace"], meta["name"], target))
         return found

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import Cluster
+from podvirt_common import httpserve
 from podvirt_common.kube import (
     LEASES,
     PODS,
@@ -109,9 +109,9 @@ class ControllerProcess:
         """The port the controller bound for ``--metrics-address=127.0.0.1:0``, from its log."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            found = re.search(r"serving .*/metrics.* on 127\.0\.0\.1:(\d+)", self.log.read_text())
-            if found:
-                return int(found.group(1))
+            port = httpserve.port_from_log(self.log.read_text())
+            if port is not None:
+                return port
             time.sleep(0.1)
         raise AssertionError(f"the controller never said where it serves /metrics; see {self.log}")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import socket
 import ssl
@@ -19,6 +18,7 @@ from websockets.asyncio.client import connect
 
 from devcluster import processes
 from devcluster.cluster import Cluster
+from podvirt_common import httpserve
 from podvirt_common.kube import PODS, VIRTUAL_MACHINE_INSTANCES, Kube, NotFoundError
 
 
@@ -60,11 +60,11 @@ class Podvirt:
         """The node handler's /metrics (its port, chosen by the kernel, is in the handler's log)."""
         log = self.cluster.state_dir / "logs" / f"virt-handler-{node}.log"
         deadline = time.monotonic() + timeout
-        while not (found := re.findall(r"serving .*/metrics.* on 127\.0\.0\.1:(\d+)", log.read_text())):
+        while (port := httpserve.port_from_log(log.read_text())) is None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"virt-handler on {node} never said where /metrics is:\n{self.log_tail(log.stem)}")
             time.sleep(0.2)
-        with urllib.request.urlopen(f"http://127.0.0.1:{found[-1]}/metrics", timeout=10) as answer:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             return str(answer.read().decode())
 
     def kill(self, name: str) -> None:
