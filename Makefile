@@ -3,7 +3,7 @@ VENV ?= /opt/podvirt/venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup test lint demo down bench crds manifests images
+.PHONY: setup test lint demo down bench crds manifests protos images
 
 setup:
 	@PODVIRT_VENV=$(VENV) scripts/setup.sh
@@ -31,6 +31,10 @@ crds: setup
 
 manifests: setup
 	$(PY) -m virt_operator.manifests .
+
+# The kubelet's device-plugin API (podvirt_common/deviceplugin/api.proto) as Python: messages and grpclib stubs.
+protos: setup
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpclib_python_out=. podvirt_common/deviceplugin/api.proto
 
 # REGISTRY and TAG default to the manifests' (quay.io/podvirt, v<version>).
 images:

@@ -68,6 +68,23 @@ class Cluster:
     def nodes(self) -> tuple[str, ...]:
         return self.config.nodes
 
+    def wait_allocatable(self, resource: str, timeout: float = 60.0) -> None:
+        """Until every stand-in node offers some of ``resource`` (a device plugin has registered and listed
+        healthy devices: the node's allocatable is what the scheduler places pods by)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            listing = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)
+            offered = {
+                n["metadata"]["name"]: str(((n.get("status") or {}).get("allocatable") or {}).get(resource, "0"))
+                for n in listing["items"]
+            }
+            lacking = [node for node in self.nodes if offered.get(node, "0") in ("0", "")]
+            if not lacking:
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"nodes {', '.join(lacking)} offer no {resource} after {timeout:.0f} s")
+            time.sleep(0.2)
+
     def restart_component(self, name: str, timeout: float = RESTART_TIMEOUT) -> None:
         """Ask the supervisor to restart one component (e.g. ``kube-apiserver``) in place.
 

@@ -2,8 +2,9 @@
 
 It watches the VMIs labelled for its node and the launcher pods bound to it, drives each launcher
 (network, spec, shutdown) and keeps VMI status true (:mod:`vmisync`); serves console, VNC and VMI
-actions to virt-api over mutual TLS (:mod:`server`); and keeps its Node's heartbeat and device
-capacity (:mod:`node`). Killing it changes nothing for running guests: on start it rediscovers
+actions to virt-api over mutual TLS (:mod:`server`); keeps its Node's heartbeat (:mod:`node`); and
+serves the kubelet the device plugins for ``devices.kubevirt.io/tun``, ``…/kvm``, ``…/vhost-net``
+(:mod:`deviceplugin`). Killing it changes nothing for running guests: on start it rediscovers
 every launcher and carries on.
 """
 
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from podvirt_common import httpserve, logs
 from podvirt_common.kube import NODES, PODS, VIRTUAL_MACHINE_INSTANCES, Kube
 from virt_handler import node as node_duties
+from virt_handler.deviceplugin import DevicePlugins, is_char_device
 from virt_handler.dhcp import DHCPServer
 from virt_handler.informer import Informer
 from virt_handler.launcher_client import LauncherTarget
@@ -56,7 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         default="0.0.0.0:8080",
         help="HOST:PORT of the plain-HTTP /metrics, /healthz and /readyz ('' for none; port 0: any free port)",
     )
-    p.add_argument("--kvm", choices=("auto", "yes", "no"), default="no", help="advertise KVM to the scheduler")
+    p.add_argument(
+        "--kvm",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="offer devices.kubevirt.io/kvm while /dev/kvm exists (auto, yes: and warn when it does not) or never (no)",
+    )
     p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     return p
 
@@ -65,7 +72,7 @@ class Handler:
     def __init__(self, kube: Kube, node: str, kubelet_root: Path, kvm: bool) -> None:
         self.kube = kube
         self.node = node
-        self.kvm = kvm
+        self.devices = DevicePlugins(kubelet_root, kvm)
         self.queue = WorkQueue()
         self.dhcp = DHCPServer()
         self.sync = VMISync(kube, node, kubelet_root, self.dhcp, self.queue.add)
@@ -152,7 +159,6 @@ class Handler:
         while True:
             try:
                 self.kube.merge_patch(NODES, self.node, node_duties.heartbeat_patch(rfc3339(time.time()), True))
-                self.kube.merge_patch(NODES, self.node, node_duties.capacity_patch(self.kvm), subresource="status")
             except Exception as exc:
                 log.warning("node heartbeat failed: %s", exc)
             if self.stopping.wait(node_duties.HEARTBEAT_INTERVAL):
@@ -164,7 +170,7 @@ class Handler:
         self.vmis.start()
         self.pods.wait_synced(30)
         self.vmis.wait_synced(30)
-        targets = [self._heartbeat, self._resync] + [self._worker] * WORKERS
+        targets = [self.devices.run, self._heartbeat, self._resync] + [self._worker] * WORKERS
         for target in targets:
             thread = threading.Thread(target=target, daemon=True, name=target.__name__)
             thread.start()
@@ -174,6 +180,7 @@ class Handler:
     def stop(self) -> None:
         """A clean stop: the node stops taking VMIs; running guests are left alone."""
         self.stopping.set()
+        self.devices.stop()
         self.queue.close()
         self.vmis.stop()
         self.pods.stop()
@@ -191,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         print("virt-handler: --node-name (or $NODE_NAME) is required", flush=True)
         return 2
     kube = Kube.connect(args.kubeconfig, user_agent="virt-handler")
-    handler = Handler(kube, args.node_name, args.kubelet_root, kvm=args.kvm == "yes")
+    if args.kvm == "yes" and not is_char_device("/dev/kvm"):
+        log.warning("--kvm=yes but this node has no /dev/kvm: devices.kubevirt.io/kvm stays unavailable")
+    handler = Handler(kube, args.node_name, args.kubelet_root, kvm=args.kvm != "no")
     handler.start()
     httpserve.serve(args.metrics_address, handler.http_routes(), "virt-handler")
     config = uvicorn.Config(

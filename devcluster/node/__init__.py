@@ -12,11 +12,16 @@ store (:mod:`devcluster.images`). It keeps the kubelet's directory layout under 
     <root>/pods/<uid>/volumes/kubernetes.io~projected/<volume>     tokens, ca.crt, namespace ...
     <root>/pods/<uid>/containers/<name>/<restartCount>.log         stdout+stderr of each run
     <root>/ipam/<ip>                                               address leases
+    <root>/device-plugins/kubelet.sock                             device plugins register here
     <root>/processes.json                                          running containers' process groups
 
 A hostPath volume at or under ``/var/lib/kubelet`` means ``<root>`` (the path below it is kept): that
 is the kubelet's directory on a real node, so manifests written for one (virt-handler mounting the
 kubelet's directory at the same path) find this node's pods. Other hostPaths are the host's own.
+
+Device plugins work as with a kubelet (:mod:`devcluster.node.devicemanager`): they register on
+``kubelet.sock`` over the kubelet's gRPC API, their devices become the Node's capacity, and a pod
+that requests them gets the plugin's ``Allocate`` answer (or fails ``UnexpectedAdmissionError``).
 
 There is no kubelet API (no ``kubectl logs``/``exec``/``port-forward``): read the log files
 (:func:`devcluster.node.logs.container_log`).
@@ -34,7 +39,8 @@ updates after start (tokens are refreshed), no preStop/postStart hooks, no gRPC 
 not exist on the host is created there as an empty directory (or file) to mount on, and left in
 place; so is ``/dev/termination-log``. Pods do not survive a restart of the agent (see ``agent``).
 Module map: ``agent`` (Node, Lease, pod watch, restart recovery), ``pod`` (one pod's life),
-``status`` (pure status computation), ``env``, ``volumes``, ``network``, ``apirelay``,
+``status`` (pure status computation), ``devicemanager`` and ``devices`` (device plugins), ``env``,
+``volumes``, ``network``, ``apirelay``,
 ``process`` and ``_exec`` (starting and killing containers), ``api`` (the HTTP client).
 """
 

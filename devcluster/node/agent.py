@@ -34,6 +34,7 @@ from devcluster.node.api import ApiError, KubeClient, load_kubeconfig
 from devcluster.node.backoff import Clock, SystemClock
 from devcluster.node.config import NodeConfig
 from devcluster.node.context import NodeContext, write_json_atomic
+from devcluster.node.devicemanager import DeviceManager
 from devcluster.node.pod import Ending, PodWorker
 from devcluster.node.process import Cgroups
 from devcluster.node.status import TERMINAL_PHASES, lost_pod_status, rfc3339
@@ -41,6 +42,7 @@ from devcluster.node.status import TERMINAL_PHASES, lost_pod_status, rfc3339
 log = logging.getLogger("devcluster.node")
 AGENT_VERSION = "0.1.0"
 NODE_STATUS_EVERY = 60.0
+DEVICE_STATUS_DELAY = 0.2
 WATCH_TIMEOUT = 300
 
 
@@ -101,6 +103,9 @@ class NodeAgent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._api: KubeClient | None = None
         self._ctx: NodeContext | None = None
+        self.devices = DeviceManager(config.root, on_change=self._devices_changed)
+        self._status_due = asyncio.Event()
+        self._stale_extended: set[str] = set()  # extended resources a previous run left on the Node
 
     @property
     def api(self) -> KubeClient:
@@ -146,10 +151,12 @@ class NodeAgent:
             host_ip=cfg.host_ip,
             allocatable=dict(cfg.capacity),
             shutdown_grace=cfg.shutdown_grace,
+            devices=self.devices,
             on_forget=self._forget,
             on_processes_changed=self._save_processes,
         )
         try:
+            await self.devices.start()
             await self._register(stop)
             background = [
                 asyncio.create_task(self._lease_loop()),
@@ -165,6 +172,7 @@ class NodeAgent:
                 task.cancel()
             await self._set_ready(False, "NodeAgentStopped", "the devcluster stand-in node agent stopped")
         finally:
+            await self.devices.stop()
             for worker in list(self.workers.values()):
                 if worker.task is not None:
                     worker.task.cancel()
@@ -182,6 +190,7 @@ class NodeAgent:
             await asyncio.wait(tasks, timeout=self.config.shutdown_grace + 10)
 
     def _forget(self, uid: str) -> None:
+        self.devices.release(uid)
         self.workers.pop(uid, None)
         self._finished_uids.add(uid)
 
@@ -239,10 +248,18 @@ class NodeAgent:
                 "lastTransitionTime": now,
             }
 
-        capacity = {**cfg.capacity, "ephemeral-storage": str(disk.total)}
+        # Extended resources of device plugins (and zero for those a previous run left, until their
+        # plugin registers again: the kubelet resets them on restart, so no pod lands on a stale count).
+        capacity = {
+            **cfg.capacity,
+            "ephemeral-storage": str(disk.total),
+            **dict.fromkeys(self._stale_extended, "0"),
+            **self.devices.capacity(),
+        }
+        allocatable = {**capacity, **self.devices.allocatable()}
         return {
             "capacity": capacity,
-            "allocatable": capacity,
+            "allocatable": allocatable,
             "conditions": [
                 cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "not measured by the stand-in agent"),
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "not measured by the stand-in agent"),
@@ -284,6 +301,7 @@ class NodeAgent:
             if exc.status != 409:
                 raise
             existing = await self.api.get(f"/api/v1/nodes/{self.name}")
+            self._stale_extended = {r for r in (existing.get("status") or {}).get("capacity") or {} if "/" in r}
             if existing.get("spec", {}).get("podCIDR") not in (None, str(self.config.network.pod_cidr)):
                 raise ApiError(
                     409,
@@ -312,9 +330,16 @@ class NodeAgent:
         with contextlib.suppress(ApiError, httpx.HTTPError, OSError):
             await asyncio.wait_for(self._patch_node_status(self._node_status(ready, reason, message)), 5)
 
+    def _devices_changed(self) -> None:
+        self._status_due.set()
+
     async def _node_status_loop(self) -> None:
         while True:
-            await asyncio.sleep(NODE_STATUS_EVERY)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._status_due.wait(), NODE_STATUS_EVERY)
+            if self._status_due.is_set():
+                await asyncio.sleep(DEVICE_STATUS_DELAY)  # gather a burst of device changes into one patch
+                self._status_due.clear()
             try:
                 await self._patch_node_status(self._node_status())
             except (ApiError, httpx.HTTPError, OSError) as exc:

@@ -13,6 +13,7 @@ from typing import Any
 from devcluster.images import ImageStore
 from devcluster.node.api import ApiError, Endpoint, KubeClient
 from devcluster.node.backoff import Clock
+from devcluster.node.devicemanager import DeviceManager
 from devcluster.node.network import Ipam, NetworkConfig
 from devcluster.node.process import Cgroups
 
@@ -72,6 +73,7 @@ class NodeContext:
     host_ip: str
     allocatable: dict[str, str]
     shutdown_grace: float
+    devices: DeviceManager
     on_forget: Callable[[str], None] = lambda uid: None
     on_processes_changed: Callable[[], None] = lambda: None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)

@@ -29,6 +29,7 @@ from devcluster.node.api import ApiError
 from devcluster.node.apirelay import ApiRelay, open_relay
 from devcluster.node.backoff import Backoff
 from devcluster.node.context import NodeContext
+from devcluster.node.devicemanager import AdmissionError, Allocation
 from devcluster.node.probes import Prober
 from devcluster.node.status import (
     TERMINAL_PHASES,
@@ -85,6 +86,7 @@ class PodWorker:
         )
         self.volumes = PodVolumes(pod, self.dir, ctx.fetcher(pod), ctx.images, ctx.allocatable)
         self.processes: dict[str, process.ContainerProcess] = {}
+        self.devices: dict[str, Allocation] = {}
         self.ending: Ending | None = None
         self._ended = asyncio.Event()
         self._kill_at = 0.0
@@ -164,6 +166,8 @@ class PodWorker:
     async def _live(self) -> None:
         log.info("starting pod", extra={"pod": self.key})
         self.facts.start_time = self.ctx.clock.now()
+        if not await self._admit_devices():
+            return
         if not await self._setup_sandbox():
             return
         for rec, spec in zip(self.facts.init_containers, self.init_specs, strict=True):
@@ -186,6 +190,17 @@ class PodWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ended.wait(), seconds)
         return self.ending is not None
+
+    async def _admit_devices(self) -> bool:
+        """The device plugins' devices for every container, as the kubelet allocates them at admission."""
+        try:
+            self.devices = await self.ctx.devices.allocate(self.uid, [*self.init_specs, *self.container_specs])
+        except AdmissionError as exc:
+            log.warning("pod rejected: %s", exc, extra={"pod": self.key})
+            self.facts = replace(self.facts, forced_phase="Failed", reason="UnexpectedAdmissionError", message=str(exc))
+            self._mark(urgent=True)
+            return False
+        return True
 
     async def _setup_sandbox(self) -> bool:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -404,6 +419,9 @@ class PodWorker:
             "HOSTNAME": hostname,
             **envmod.service_env("127.0.0.1" if api.host == "localhost" else api.host, api.port),
         }
+        allocation = self.devices.get(spec["name"])
+        if allocation is not None:
+            base.update(allocation.env)  # a device plugin's variables; the container's own env wins
         env = envmod.container_env(
             self.pod,
             spec,
@@ -424,7 +442,7 @@ class PodWorker:
         mounts = [
             *self.volumes.mounts(spec, env),
             containers.termination_log_mount(cdir, spec),
-            *self._device_mounts(spec, cdir),
+            *self._device_mounts(allocation, cdir),
         ]
         who = containers.identity(self.spec, spec)
         return process.ExecSpec(
@@ -441,9 +459,9 @@ class PodWorker:
         )
 
     @staticmethod
-    def _device_mounts(spec: dict[str, Any], cdir: Path) -> list[dict[str, Any]]:
+    def _device_mounts(allocation: Allocation | None, cdir: Path) -> list[dict[str, Any]]:
         try:
-            return devices.device_mounts(spec, cdir)
+            return devices.device_mounts(allocation, cdir)
         except (OSError, ValueError) as exc:
             raise process.ContainerStartError("RunContainerError", str(exc)) from None
 

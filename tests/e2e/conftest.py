@@ -110,6 +110,7 @@ def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
             )
         for node in cluster.nodes:
             running.wait_handler(node)
+        cluster.wait_allocatable("devices.kubevirt.io/tun")  # the handlers' device plugins registered
         for record in running.records:
             assert record.alive(), f"{record.name} exited at start:\n{running.log_tail(record.name)}"
         yield running

@@ -85,7 +85,6 @@ HANDLER_CLUSTER_RULES = [
     rule([KUBEVIRT], ["virtualmachineinstances/status"], ["patch"], "phase, conditions, interfaces of its VMIs"),
     rule([""], ["pods"], ["list", "watch"], "launcher pods bound to its node (field selector spec.nodeName)"),
     rule([""], ["nodes"], ["patch"], "heartbeat annotation and kubevirt.io/schedulable label (virt_handler/node.py)"),
-    rule([""], ["nodes/status"], ["patch"], "device capacity: devices.kubevirt.io/tun and kvm"),
 ]  # fmt: skip
 
 API_CLUSTER_RULES = [

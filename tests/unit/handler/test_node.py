@@ -1,10 +1,10 @@
-"""The handler's node patches: heartbeat and schedulability, device capacity."""
+"""The handler's node patches: heartbeat and schedulability."""
 
 from __future__ import annotations
 
 import pytest
 
-from virt_handler.node import KVM_RESOURCE, TUN_RESOURCE, capacity_patch, heartbeat_patch
+from virt_handler.node import heartbeat_patch
 
 pytestmark = pytest.mark.unit
 
@@ -17,8 +17,3 @@ def test_heartbeat_marks_the_node_schedulable_with_a_timestamp() -> None:
 
 def test_a_clean_stop_marks_the_node_unschedulable() -> None:
     assert heartbeat_patch("t", schedulable=False)["metadata"]["labels"]["kubevirt.io/schedulable"] == "false"
-
-
-def test_kvm_is_advertised_only_when_it_works() -> None:
-    assert set(capacity_patch(kvm=False)["status"]["capacity"]) == {TUN_RESOURCE}
-    assert set(capacity_patch(kvm=True)["status"]["allocatable"]) == {TUN_RESOURCE, KVM_RESOURCE}
