@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,43 @@ def make_test_cluster_config(base: Path, nodes: int = 2) -> ClusterConfig:
     )
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A scratch directory with a short path under /tmp (unix socket paths are limited to 107 bytes),
+    removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="pvu", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def state_dirs(request: pytest.FixtureRequest) -> Iterator[Callable[[str], Path]]:
+    """Makes state directories for clusters under $PODVIRT_TEST_TMP (default /var/tmp). They are removed
+    when the session ends without a failure; after a failure they stay (their logs are the evidence),
+    as they do with PODVIRT_KEEP_TEST_STATE=1."""
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        base = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("PODVIRT_TEST_TMP", "/var/tmp")))
+        base.chmod(0o755)
+        made.append(base)
+        return base
+
+    yield make
+    if request.session.testsfailed or os.environ.get("PODVIRT_KEEP_TEST_STATE") == "1":
+        for base in made:
+            print(f"\nkept the cluster state (logs) in {base}")
+    else:
+        for base in made:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(state_dirs: Callable[[str], Path]) -> Iterator[Cluster]:
     """A real devcluster (etcd, kube-apiserver, controller-manager, scheduler, two stand-in nodes)."""
-    base = Path(tempfile.mkdtemp(prefix="podvirt-test-cluster-", dir=os.environ.get("PODVIRT_TEST_TMP", "/var/tmp")))
-    base.chmod(0o755)
+    base = state_dirs("podvirt-test-cluster-")
     # PODVIRT_TEST_NODES=0 runs the control plane alone (developing devcluster itself).
     cfg = make_test_cluster_config(base, int(os.environ.get("PODVIRT_TEST_NODES", "2")))
     try:

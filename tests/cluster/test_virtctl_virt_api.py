@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,9 +56,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def api() -> Iterator[Cluster]:
+def api(state_dirs: Callable[[str], Path]) -> Iterator[Cluster]:
     """A control plane with the CRDs and virt-api registered as the subresources.kubevirt.io APIService."""
-    base = Path(tempfile.mkdtemp(prefix="podvirt-virtctl-", dir=os.environ.get("PODVIRT_TEST_TMP", "/var/tmp")))
+    base = state_dirs("podvirt-virtctl-")
     config = ClusterConfig(state_dir=base, ports=Ports.random(), nodes=())
     try:
         cluster = up(config)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,8 +30,8 @@ def prepare(vmi: dict[str, Any]) -> PreparedDomain:
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[LauncherClient, Controller, Path]]:
-    directory = Path(tempfile.mkdtemp(prefix="pvu", dir="/tmp"))
+def served(short_tmp: Path) -> Iterator[tuple[LauncherClient, Controller, Path]]:
+    directory = short_tmp
     controller = Controller(FakeBackend(agent={"os": {"id": "tiny"}}), prepare, EventLog())
     (directory / "console.log").write_bytes(b"x" * 100 + b"last line\n")
     api = CommandAPI(

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +23,8 @@ from virt_launcher.runtime.httpd import Request, Response, UnixHTTPServer
 
 
 @pytest.fixture
-def tmp() -> Path:
-    return Path(tempfile.mkdtemp(prefix="pvu", dir="/tmp"))  # short: unix socket paths
+def tmp(short_tmp: Path) -> Path:
+    return short_tmp
 
 
 def connect(path: Path) -> socket.socket:

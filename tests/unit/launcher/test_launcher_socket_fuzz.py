@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -119,6 +120,7 @@ def launcher() -> Iterator[Launcher]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- what a confused or hostile peer sends ---------------------------------------------------------------
