@@ -199,6 +199,20 @@ def test_install_from_nothing_to_available(cluster: Cluster, operator: OperatorP
     assert "--use-emulation" in controller["spec"]["template"]["spec"]["containers"][0]["args"]
     events = get(cluster, "events", "--field-selector", "involvedObject.kind=KubeVirt") or {"items": []}
     assert {"ResourcesApplied", "Deployed"} <= {e["reason"] for e in events["items"]}
+    # The handler pods' device plugins registered with each node's (stand-in) kubelet through the
+    # DaemonSet's hostPath of the kubelet directory: launcher pods can be admitted with their tap device.
+    cluster.wait_allocatable("devices.kubevirt.io/tun", timeout=60)
+
+
+def test_applying_the_install_again_does_not_conflict_with_the_operator(
+    cluster: Cluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    # What an upgrade by `kubectl apply --server-side -f podvirt-operator.yaml` does over a running
+    # installation: objects both the install and the operator apply (the PriorityClass) must agree.
+    again = tmp_path / "prerequisites.yaml"
+    again.write_text(to_yaml([o for o in operator_install(CONFIG) if o["kind"] != "Deployment"]))
+    proc = cluster.kubectl("apply", "--server-side", "--field-manager=podvirt-install", "-f", str(again), check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_available_is_false_while_a_component_is_not_ready(cluster: Cluster, operator: OperatorProcess) -> None:

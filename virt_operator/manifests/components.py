@@ -278,7 +278,6 @@ def priority_class() -> Obj:
         PRIORITY_CLASS,
         "virt-operator",
         value=1_000_000_000,
-        globalDefault=False,
         description="podvirt's components: VMs on a node depend on its virt-handler, consoles on virt-api.",
     )
 
