@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     p_up.add_argument("--random-ports", action="store_true", help="use free random ports (to run several clusters)")
     p_up.add_argument("--apiserver-port", type=int, default=6443)
     p_up.add_argument("--pod-cidr", default="10.244.0.0/16", help="/16 the nodes' pod /24s are cut from")
+    p_up.add_argument(
+        "--service-cidr", default="10.96.0.0/16", help="ClusterIPs (give each cluster on one machine its own)"
+    )
     p_up.add_argument("--bridge", default="pvbr0", help="host bridge joining the pods' network namespaces")
     with_state(sub.add_parser("down", help="stop everything `up` started"))
     with_state(sub.add_parser("status", help="print the cluster's state as JSON"))
@@ -60,7 +63,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "up":
         ports = Ports.random() if args.random_ports else Ports(apiserver=args.apiserver_port)
         nodes = tuple(f"node-{i + 1}" for i in range(args.nodes))
-        cfg = ClusterConfig(state_dir=state_dir, ports=ports, nodes=nodes, pod_cidr=args.pod_cidr, bridge=args.bridge)
+        cfg = ClusterConfig(
+            state_dir=state_dir,
+            ports=ports,
+            nodes=nodes,
+            pod_cidr=args.pod_cidr,
+            service_cidr=args.service_cidr,
+            bridge=args.bridge,
+        )
         cluster = up(cfg)
         print(f"devcluster ready: {cfg.server}, nodes {', '.join(nodes)}")
         print(f"  export KUBECONFIG={cluster.kubeconfig}")

@@ -187,7 +187,7 @@ def up(config: ClusterConfig, timeout: float = UP_TIMEOUT) -> Cluster:
 
 #: Settings baked into a cluster's etcd data (Node objects keep their pod CIDRs, pods their IPs):
 #: starting the same state directory with others would leave nodes that cannot become Ready.
-_PERSISTENT_SETTINGS = ("nodes", "pod_cidr", "bridge")
+_PERSISTENT_SETTINGS = ("nodes", "pod_cidr", "service_cidr", "bridge")
 
 
 def _refuse_changed_settings(config: ClusterConfig) -> None:
@@ -240,7 +240,7 @@ def sweep(state_dir: Path) -> None:
 
 def _clean_nodes(cfg: ClusterConfig) -> None:
     """Namespaces, cgroups, mounts and bridge addresses a killed node agent left behind."""
-    pki = ClusterPKI(cfg.state_dir)
+    pki = ClusterPKI(cfg.state_dir, cfg.apiserver_service_ip)
     for node in cfg.nodes:
         if not cfg.node_root(node).exists():
             continue

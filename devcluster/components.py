@@ -12,7 +12,7 @@ from pathlib import Path
 
 from devcluster import binaries, servicerules
 from devcluster.config import ClusterConfig
-from devcluster.pki import ADMIN, CONTROLLER_MANAGER, SCHEDULER, SERVICE_CIDR, ClusterPKI, node_identity
+from devcluster.pki import ADMIN, CONTROLLER_MANAGER, SCHEDULER, ClusterPKI, node_identity
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _apiserver(cfg: ClusterConfig, pki: ClusterPKI) -> Component:
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={sa_pub}",
         f"--service-account-signing-key-file={sa_key}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={cfg.service_cidr}",
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true",
@@ -92,7 +92,7 @@ def _controller_manager(cfg: ClusterConfig, pki: ClusterPKI) -> Component:
         f"--cluster-signing-cert-file={pki.path('ca.crt')}",
         f"--cluster-signing-key-file={pki.path('ca.key')}",
         "--use-service-account-credentials=true",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={cfg.service_cidr}",
         # Nodes get their pod CIDR from the stand-in node agent, not from the controller.
         "--allocate-node-cidrs=false",
         "--leader-elect=false",
@@ -165,7 +165,7 @@ def service_proxy(cfg: ClusterConfig) -> Component:
         "devcluster.serviceproxy",
         f"--kubeconfig={cfg.admin_kubeconfig}",
         f"--bridge={cfg.bridge}",
-        f"--service-cidr={SERVICE_CIDR}",
+        f"--service-cidr={cfg.service_cidr}",
     )
     # Ready once its table exists: it is created whole, with the first rules (and removed on stop).
     table = ("nft", "list", "table", "ip", servicerules.table_name(cfg.bridge))

@@ -41,6 +41,9 @@ class ClusterConfig:
     ports: Ports = field(default_factory=Ports)
     nodes: tuple[str, ...] = ("node-1",)
     pod_cidr: str = "10.244.0.0/16"
+    # ClusterIPs. Per cluster: the service proxy's NAT rules live in the host's tables, so two clusters on
+    # one machine must not hand out the same ClusterIP.
+    service_cidr: str = "10.96.0.0/16"
     bridge: str = "pvbr0"
     node_cpu: str = "2"
     node_memory: str = "20Gi"
@@ -50,6 +53,11 @@ class ClusterConfig:
         net = ipaddress.ip_network(self.pod_cidr)
         if net.prefixlen > 16:
             raise ValueError(f"pod CIDR {self.pod_cidr} must be /16 or wider: each node takes a /24 of it")
+        services = ipaddress.ip_network(self.service_cidr)
+        if services.version != 4 or not 12 <= services.prefixlen <= 24:
+            raise ValueError(f"service CIDR {self.service_cidr} must be an IPv4 network from /12 to /24")
+        if services.overlaps(net):
+            raise ValueError(f"service CIDR {self.service_cidr} overlaps the pod CIDR {self.pod_cidr}")
         if len(self.bridge) > 15:
             raise ValueError(f"bridge name {self.bridge!r} is longer than Linux allows (15)")
 
@@ -61,6 +69,11 @@ class ClusterConfig:
             if i == index:
                 return str(subnet)
         raise ValueError(f"pod CIDR {self.pod_cidr} has no /24 left for node {node}")
+
+    @property
+    def apiserver_service_ip(self) -> str:
+        """The ``kubernetes`` Service's ClusterIP: the first address of the service CIDR."""
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
 
     @property
     def server(self) -> str:
@@ -98,6 +111,7 @@ class ClusterConfig:
             ports=Ports(**data["ports"]),
             nodes=tuple(data["nodes"]),
             pod_cidr=data["pod_cidr"],
+            service_cidr=data.get("service_cidr", cls.service_cidr),  # state made before it was a setting
             bridge=data["bridge"],
             node_cpu=data["node_cpu"],
             node_memory=data["node_memory"],

@@ -13,12 +13,9 @@ import yaml
 
 from podvirt_common import certs
 
-APISERVER_SERVICE_IP = "10.96.0.1"
-SERVICE_CIDR = "10.96.0.0/16"
 APISERVER_HOSTS = (
     "127.0.0.1",
     "localhost",
-    APISERVER_SERVICE_IP,
     "kubernetes",
     "kubernetes.default",
     "kubernetes.default.svc",
@@ -48,8 +45,10 @@ def node_identity(node: str) -> ClientIdentity:
 class ClusterPKI:
     """Creates (once) and hands out the cluster's certificates as file paths."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, service_ip: str = "10.96.0.1") -> None:
+        """``service_ip``: the ``kubernetes`` Service's ClusterIP, one more name of the apiserver."""
         self.dir = state_dir / "pki"
+        self.service_ip = service_ip
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
 
@@ -79,7 +78,8 @@ class ClusterPKI:
         return crt, key
 
     def apiserver_serving(self) -> tuple[Path, Path]:
-        return self._leaf("apiserver", self.ca, "kube-apiserver", hosts=APISERVER_HOSTS, server=True)
+        hosts = (*APISERVER_HOSTS, self.service_ip)
+        return self._leaf("apiserver", self.ca, "kube-apiserver", hosts=hosts, server=True)
 
     def front_proxy_client(self) -> tuple[Path, Path]:
         return self._leaf("front-proxy-client", self.front_proxy_ca, "front-proxy-client", client=True)

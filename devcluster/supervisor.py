@@ -80,7 +80,7 @@ class Child:
 class Supervisor:
     def __init__(self, cfg: ClusterConfig) -> None:
         self.cfg = cfg
-        self.pki = ClusterPKI(cfg.state_dir)
+        self.pki = ClusterPKI(cfg.state_dir, cfg.apiserver_service_ip)
         self.children: list[Child] = []
         self.stopping = threading.Event()
         self.restart_requests: set[str] = set()

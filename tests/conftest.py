@@ -24,6 +24,7 @@ def make_test_cluster_config(base: Path, nodes: int = 2) -> ClusterConfig:
         ports=Ports.random(),
         nodes=tuple(f"node-{i + 1}" for i in range(nodes)),
         pod_cidr=f"10.{random.randint(100, 239)}.0.0/16",
+        service_cidr=f"10.{random.randint(16, 95)}.0.0/16",
         bridge=f"pvt{secrets.token_hex(4)}",
     )
 
