@@ -70,6 +70,7 @@ class Launcher:
         self.server: UnixHTTPServer | None = None
         self.backend: Backend | None = None
         self.controller: Controller | None = None
+        self.preparer: SubprocessPreparer | None = None
         self.started = time.monotonic()
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -99,8 +100,11 @@ class Launcher:
             domain_type, why = choose_domain_type(self.config.emulation, self.config.cache_dir)
             log.info("domain type %s: %s", domain_type, why)
         preparer = SubprocessPreparer(self.layout, domain_type, self.config.network_mode)
+        self.preparer = preparer
         if self.config.vmi is not None:
             preparer.start_early(self.config.vmi)  # overlaps the child's imports with opening libvirt
+        else:
+            preparer.start_spare()  # warm by the time the handler hands the spec over
         if self.config.backend == "fake":
             self.backend = FakeBackend()
         else:
@@ -175,6 +179,8 @@ class Launcher:
             self.console.stop()
         if self.pusher is not None:
             self.pusher.close()
+        if self.preparer is not None:
+            self.preparer.close()
         if self.backend is not None:
             self.backend.close()
 

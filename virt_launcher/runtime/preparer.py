@@ -34,6 +34,7 @@ class SubprocessPreparer:
         }
 
     _early: tuple[dict[str, Any], subprocess.Popen[bytes]] | None = None
+    _spare: subprocess.Popen[bytes] | None = None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "virt_launcher.prepare"]
@@ -43,9 +44,31 @@ class SubprocessPreparer:
         """Starts preparing ``vmi`` now (while libvirt opens); the next call for the same object collects it."""
         self._early = (vmi, self._spawn())
 
-    def __call__(self, vmi: dict[str, Any]) -> PreparedDomain:
+    def start_spare(self) -> None:
+        """Starts a preparation child before there is a request: it imports its modules (a quarter of a
+        second) and waits on stdin, so the spec the handler hands over later is prepared without that wait."""
+        self._spare = self._spawn()
+
+    def _take(self, vmi: dict[str, Any]) -> subprocess.Popen[bytes]:
         early, self._early = self._early, None
-        process = early[1] if early is not None and early[0] is vmi else self._spawn()
+        if early is not None:
+            if early[0] is vmi:
+                return early[1]
+            _discard(early[1])
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            return spare
+        return self._spawn()
+
+    def close(self) -> None:
+        """Ends a child that was started and never used."""
+        for process in (self._early[1] if self._early is not None else None, self._spare):
+            if process is not None:
+                _discard(process)
+        self._early = self._spare = None
+
+    def __call__(self, vmi: dict[str, Any]) -> PreparedDomain:
+        process = self._take(vmi)
         try:
             stdout, stderr = process.communicate(json.dumps(self.request(vmi)).encode(), timeout=self.timeout)
         except subprocess.TimeoutExpired as exc:
@@ -71,3 +94,9 @@ class SubprocessPreparer:
             serial_console=bool(result["serialConsole"]),
             warnings=tuple(result.get("warnings", [])),
         )
+
+
+def _discard(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
