@@ -16,7 +16,6 @@ import logging
 import os
 import shlex
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -35,11 +34,11 @@ from podvirt_common.kube import (
     VIRTUAL_MACHINES,
     Kube,
 )
+from podvirt_common.leader import add_election_args, elector_from_args
 
 from . import handlers, nodes
 from .controller import Controller, ControllerConfig
 from .launcher_pod import LauncherSettings
-from .leader import LeaderElector, LeaseConfig
 from .metrics import Metrics
 from .vm import CrashLoopPolicy
 from .vmi import VMIPolicy
@@ -86,16 +85,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=nodes.DEFAULT_TIMEOUT,
         help="seconds without a virt-handler heartbeat, or not Ready, before a node's VMIs fail (default 300)",
     )
-    election = p.add_argument_group("leader election")
-    election.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
-    election.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "kube-system"))
-    election.add_argument("--lease-name", default="virt-controller")
-    election.add_argument("--lease-duration", type=float, default=15.0)
-    election.add_argument("--lease-renew-every", type=float, default=2.0)
-    election.add_argument(
-        "--identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}",
-        help="this replica's name in the Lease (default: $POD_NAME, else host_pid)",
-    )  # fmt: skip
+    add_election_args(p, "virt-controller")
     p.add_argument("--resync-period", type=float, default=300.0, help="seconds between full re-checks (default 300)")
     p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     p.add_argument("--log-level", default="INFO")
@@ -206,23 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logs.setup(args.log_level.upper(), args.log_format)
     kube = Kube.connect(args.kubeconfig, user_agent="virt-controller", pool_size=max(8, args.workers * 2))
-    elector = None
     halt = threading.Event()
     lost = threading.Event()
     probes = Probes()
     server = serve_probes(args.metrics_address, probes)
-    if args.leader_elect:
-        elector = LeaderElector(
-            kube,
-            LeaseConfig(
-                namespace=args.lease_namespace,
-                identity=args.identity,
-                name=args.lease_name,
-                duration=args.lease_duration,
-                renew_every=args.lease_renew_every,
-                renew_deadline=max(args.lease_renew_every * 2, args.lease_duration * 2 / 3),
-            ),
-        )
+    elector = elector_from_args(kube, args)
+    if elector is not None:
         try:
             if not elector.acquire(halt):
                 return 0

@@ -4,7 +4,9 @@
 
 Without ``--kubeconfig`` it uses the pod's service account in a cluster, else ``$KUBECONFIG`` or
 ``~/.kube/config``. It reconciles every ``KubeVirt`` resource (one is acted on, see README), serves
-``/healthz`` and ``/readyz`` on ``--metrics-address``, and stops on SIGTERM or SIGINT. The image
+``/healthz`` and ``/readyz`` on ``--metrics-address``, and stops on SIGTERM or SIGINT. Replicas elect
+one leader on the Lease ``virt-operator`` (:mod:`podvirt_common.leader`); the others wait, healthy and
+ready, to take over (``--no-leader-elect`` for a single replica run by hand). The image
 registry and tag flags are the defaults for what a KubeVirt resource leaves unset. ``--help`` lists
 every option.
 """
@@ -22,10 +24,12 @@ from types import FrameType
 
 from podvirt_common import httpserve, logs
 from podvirt_common.kube import Kube
+from podvirt_common.leader import add_election_args, elector_from_args
 
 from . import manifests
 from .handlercerts import CertPolicy
 from .installconfig import DEFAULT_NAMESPACE, DEFAULT_REGISTRY, InstallConfig, podvirt_version
+from .manifests.rbac import OPERATOR_LEASE
 from .operator import Operator
 from .reconcile import Manifests, Settings
 
@@ -51,9 +55,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--degraded-after", type=float, default=120.0, help="seconds a component may be unready before Degraded"
     )
     timing.add_argument("--resync-period", type=float, default=60.0, help="seconds between full re-checks")
+    add_election_args(p, OPERATOR_LEASE)
     p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not os.environ.get("POD_NAMESPACE") and args.lease_namespace == "kube-system":
+        args.lease_namespace = args.namespace  # run by hand: the Lease lives beside the components
+    return args
 
 
 def build_settings(args: argparse.Namespace) -> Settings:
@@ -89,23 +97,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = httpserve.serve(
-        args.metrics_address,
-        {
-            "/healthz": httpserve.ok,
-            "/readyz": lambda: (
-                (200, b"ok\n", "text/plain") if operator.synced.is_set() else (503, b"not synced yet\n", "text/plain")
-            ),
-        },
-        "virt-operator",
-    )
-    log.info("virt-operator %s watching KubeVirt resources; components in %s", podvirt_version(), args.namespace)
+    elector = elector_from_args(kube, args)
+
+    def readyz() -> tuple[int, bytes, str]:
+        # A standby is ready: readiness must not depend on leading, or two replicas never roll.
+        if operator.synced.is_set() or (elector is not None and not elector.leading):
+            return 200, b"ok\n", "text/plain"
+        return 503, b"not synced yet\n", "text/plain"
+
+    server = httpserve.serve(args.metrics_address, {"/healthz": httpserve.ok, "/readyz": readyz}, "virt-operator")
+    lost = threading.Event()
     try:
+        if elector is not None:
+            if not elector.acquire(stop):
+                return 0
+
+            def lose() -> None:
+                lost.set()
+                on_signal(signal.SIGTERM, None)
+
+            threading.Thread(target=elector.hold, args=(stop, lose), name="lease", daemon=True).start()
+        log.info("virt-operator %s watching KubeVirt resources; components in %s", podvirt_version(), args.namespace)
         operator.run(stop)
     finally:
+        stop.set()
+        if elector is not None and not lost.is_set():
+            elector.release()
         if server is not None:
             server.shutdown()
         kube.close()
+    if lost.is_set():
+        log.error("stopped: lost the leader lease")
+        return 1
     log.info("stopped")
     return 0
 

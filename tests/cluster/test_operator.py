@@ -202,6 +202,9 @@ def test_install_from_nothing_to_available(cluster: Cluster, operator: OperatorP
     # The handler pods' device plugins registered with each node's (stand-in) kubelet through the
     # DaemonSet's hostPath of the kubelet directory: launcher pods can be admitted with their tap device.
     cluster.wait_allocatable("devices.kubevirt.io/tun", timeout=60)
+    # It acted as the elected leader: the Lease its replicas share names it (renewed, so not expired).
+    lease = get(cluster, "lease", "virt-operator") or {}
+    assert lease.get("spec", {}).get("holderIdentity"), lease
 
 
 def test_applying_the_install_again_does_not_conflict_with_the_operator(

@@ -91,7 +91,7 @@ def secret_volume(name: str, secret: str) -> Obj:
     return {"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}}
 
 
-def _spread(component: str) -> Obj:
+def spread(component: str) -> Obj:
     """Replicas prefer different nodes: a drained node takes at most one."""
     term = {"labelSelector": selector(component), "topologyKey": "kubernetes.io/hostname"}
     return {
@@ -127,7 +127,7 @@ def virt_api(config: InstallConfig) -> list[Obj]:
     )
     spec = {
         "securityContext": restricted_pod(),
-        "affinity": _spread("virt-api"),
+        "affinity": spread("virt-api"),
         "containers": [main],
         "volumes": [secret_volume("handler-client-certs", HANDLER_CLIENT_SECRET)],
     }
@@ -171,7 +171,7 @@ def virt_controller(config: InstallConfig) -> list[Obj]:
         resources={"requests": {"cpu": "10m", "memory": "150Mi"}},
         securityContext=restricted_container(),
     )
-    spec = {"securityContext": restricted_pod(), "affinity": _spread("virt-controller"), "containers": [main]}
+    spec = {"securityContext": restricted_pod(), "affinity": spread("virt-controller"), "containers": [main]}
     # The Lease makes one replica active: a surge replica during a rollout simply waits as a standby.
     deployment = _deployment(config, "virt-controller", config.controller_replicas, spec)
     return [deployment, _budget(config, "virt-controller")]

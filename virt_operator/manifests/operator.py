@@ -9,7 +9,7 @@ from __future__ import annotations
 from kubevirt_types.crdgen import KINDS
 from virt_operator.installconfig import OPERATOR, InstallConfig
 
-from .components import components, container, pod_template, restricted_container, restricted_pod
+from .components import components, container, pod_template, restricted_container, restricted_pod, spread
 from .meta import Obj, obj
 from .rbac import operator_rbac
 
@@ -44,7 +44,8 @@ def operator_deployment(config: InstallConfig) -> Obj:
         securityContext=restricted_container(),
     )
     del main["args"]
-    template = pod_template(OPERATOR, {"securityContext": restricted_pod(), "containers": [main]})
+    pod = {"securityContext": restricted_pod(), "affinity": spread(OPERATOR), "containers": [main]}
+    template = pod_template(OPERATOR, pod)
     return obj(
         "apps/v1",
         "Deployment",
@@ -52,11 +53,11 @@ def operator_deployment(config: InstallConfig) -> Obj:
         OPERATOR,
         config.namespace,
         spec={
-            # One replica, replaced rather than rolled: never two operators acting at once, so no
-            # leader election is needed. The components keep running while it restarts.
-            "replicas": 1,
+            # Two replicas, one leading on the Lease (virt_operator/main.py); the standby takes over
+            # when the leader's node goes. Rolled one at a time: a new replica waits as a standby.
+            "replicas": 2,
             "selector": {"matchLabels": {"kubevirt.io": OPERATOR}},
-            "strategy": {"type": "Recreate"},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": template,
         },
     )

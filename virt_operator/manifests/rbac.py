@@ -29,6 +29,8 @@ VALIDATING_WEBHOOK = "virt-api-validator"
 API_SERVICES = ("v1.subresources.kubevirt.io", "v1alpha3.subresources.kubevirt.io")
 #: The Lease virt-controller's replicas elect a leader with (``--lease-name``).
 CONTROLLER_LEASE = "virt-controller"
+#: The Lease virt-operator's replicas elect a leader with.
+OPERATOR_LEASE = "virt-operator"
 #: The kube-system Role every aggregated API server binds to read the front proxy's CA.
 AUTH_READER_ROLE = "extension-apiserver-authentication-reader"
 AUTH_READER_BINDING = "podvirt:virt-api-auth-reader"
@@ -259,6 +261,9 @@ def operator_namespace_rules(installed: list[Obj]) -> list[Obj]:
              "the components' RoleBindings here (create comes with the cluster role)"),
         rule([""], ["pods"], ["list", "watch"], "readiness of the components' pods for the KubeVirt conditions"),
         rule([""], ["events"], ["create", "patch"], "Events about the installation"),
+        rule(["coordination.k8s.io"], ["leases"], ["create"], "the first replica creates the leader Lease"),
+        rule(["coordination.k8s.io"], ["leases"], ["get", "patch"], "leader election reads and renews its Lease",
+             names=[OPERATOR_LEASE]),
     ]  # fmt: skip
     handed_out = [r for o in installed if o["kind"] == "Role" for r in o["rules"]]
     return merge_rules(own, handed_out)

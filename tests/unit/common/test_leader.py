@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from virt_controller.leader import LeaseConfig, Observation, next_lease
+from podvirt_common.leader import LeaseConfig, Observation, next_lease
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""One active virt-controller at a time: leader election on a coordination.k8s.io Lease.
+"""One active replica at a time (virt-controller, virt-operator): leader election on a coordination.k8s.io Lease.
 
 The rules are client-go's: a replica takes the Lease when it is free or when its holder has not
 renewed it for ``leaseDurationSeconds`` — measured on the taker's own clock from when it last saw the
@@ -12,7 +12,10 @@ another replica takes over at once. Writes are conditional on the Lease's resour
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -157,3 +160,32 @@ class LeaderElector:
             )
         except ApiError as exc:
             log.info("lease not released (%s); it expires by itself", exc.message)
+
+
+def add_election_args(parser: argparse.ArgumentParser, lease_name: str) -> None:
+    """The leader-election flags every replicated component takes (``--[no-]leader-elect`` and the Lease)."""
+    election = parser.add_argument_group("leader election")
+    election.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
+    election.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "kube-system"))
+    election.add_argument("--lease-name", default=lease_name)
+    election.add_argument("--lease-duration", type=float, default=15.0)
+    election.add_argument("--lease-renew-every", type=float, default=2.0)
+    election.add_argument(
+        "--identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}",
+        help="this replica's name in the Lease (default: $POD_NAME, else host_pid)",
+    )  # fmt: skip
+
+
+def elector_from_args(kube: Kube, args: argparse.Namespace) -> LeaderElector | None:
+    """The elector the flags of :func:`add_election_args` ask for (None: ``--no-leader-elect``)."""
+    if not args.leader_elect:
+        return None
+    config = LeaseConfig(
+        namespace=args.lease_namespace,
+        identity=args.identity,
+        name=args.lease_name,
+        duration=args.lease_duration,
+        renew_every=args.lease_renew_every,
+        renew_deadline=max(args.lease_renew_every * 2, args.lease_duration * 2 / 3),
+    )
+    return LeaderElector(kube, config)
