@@ -36,7 +36,7 @@ from typing import Any
 from podvirt_common.kube import owner_reference
 
 from . import names, objects
-from .overhead import ResourceError, pod_resources
+from .overhead import DEFAULT_CPU_ALLOCATION_RATIO, ResourceError, pod_resources
 
 Obj = dict[str, Any]
 
@@ -63,6 +63,8 @@ class LauncherSettings:
     private_dir: str = "/var/run/podvirt/private"
     volumes_dir: str = "/var/run/podvirt/volumes"
     emulation: bool = False
+    #: vCPUs per core in the CPU request of a VMI that asks for none (see :mod:`overhead`).
+    cpu_allocation_ratio: int = DEFAULT_CPU_ALLOCATION_RATIO
     node_selector: Mapping[str, str] = field(default_factory=dict)
     log_format: str = "json"
 
@@ -242,7 +244,9 @@ def build_launcher_pod(
     spec = objects.spec(vmi)
     vmi_name, vmi_uid = objects.name(vmi), objects.uid(vmi)
     try:
-        resources = pod_resources(spec, emulation=settings.emulation)
+        resources = pod_resources(
+            spec, emulation=settings.emulation, cpu_allocation_ratio=settings.cpu_allocation_ratio
+        )
     except ResourceError as exc:
         raise PodSpecError(str(exc)) from None
     volumes, mounts, devices, pull_secrets, service_account = _volumes(spec, settings, pvcs)

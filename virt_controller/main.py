@@ -56,6 +56,16 @@ def _key_values(items: Sequence[str]) -> dict[str, str]:
     return pairs
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="virt-controller", description="podvirt's cluster-wide VM controller.")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)")
@@ -69,6 +79,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--launcher-command", default="virt-launcher", help="command of the compute container (shell words)"
     )
     launcher.add_argument("--use-emulation", action="store_true", help="guests run under QEMU TCG (no /dev/kvm)")
+    launcher.add_argument(
+        "--cpu-allocation-ratio", type=_positive_int, default=LauncherSettings.cpu_allocation_ratio,
+        help="vCPUs per core requested for a VMI that asks for no CPU, as KubeVirt's cpuAllocationRatio "
+        "(default 10: 100m per vCPU)",
+    )  # fmt: skip
     launcher.add_argument(
         "--launcher-node-selector", action="append", default=[], metavar="KEY=VALUE",
         help="node label every launcher pod requires (repeatable), e.g. kubevirt.io/schedulable=true",
@@ -155,6 +170,7 @@ def build_config(args: argparse.Namespace) -> ControllerConfig:
             image=args.launcher_image,
             command=tuple(shlex.split(args.launcher_command)),
             emulation=args.use_emulation,
+            cpu_allocation_ratio=args.cpu_allocation_ratio,
             node_selector=_key_values(args.launcher_node_selector),
         ),
         crash_loop=CrashLoopPolicy(args.crash_loop_base_delay, args.crash_loop_max_delay, args.stable_run),

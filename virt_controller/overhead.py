@@ -30,8 +30,9 @@ PER_VCPU_MIB = 8
 TCG_CACHE_MIB = 64
 GRAPHICS_MIB = 16
 PAGE_TABLE_DIVISOR = 512
-#: CPU request per vCPU when the VMI asks for none (KubeVirt's default cpuAllocationRatio of 10).
-DEFAULT_MILLICPU_PER_VCPU = 100
+#: vCPUs per core the scheduler is told about when a VMI asks for no CPU: each vCPU requests
+#: 1/ratio of a core (KubeVirt's ``developerConfiguration.cpuAllocationRatio``, default 10: 100m).
+DEFAULT_CPU_ALLOCATION_RATIO = 10
 
 
 class ResourceError(ValueError):
@@ -77,12 +78,26 @@ def overhead_bytes(domain: Mapping[str, Any], guest_bytes: int, *, emulation: bo
     return mib * MIB + math.ceil(guest_bytes / PAGE_TABLE_DIVISOR)
 
 
+def cpu_request_millis(n_vcpus: int, allocation_ratio: int = DEFAULT_CPU_ALLOCATION_RATIO) -> int:
+    """The CPU request, in millicores, of a pod whose VMI asks for none: ``n_vcpus / allocation_ratio``
+    cores, rounded up to a whole millicore (as Kubernetes rounds a finer quantity)."""
+    if allocation_ratio < 1:
+        raise ValueError(f"the CPU allocation ratio must be at least 1, not {allocation_ratio}")
+    return max(1, math.ceil(n_vcpus * 1000 / allocation_ratio))
+
+
 def _mib_string(n_bytes: int) -> str:
     return f"{math.ceil(n_bytes / MIB)}Mi"
 
 
-def pod_resources(vmi_spec: Mapping[str, Any], *, emulation: bool = False) -> PodResources:
-    """Requests and limits of the compute container: the guest's plus the overhead."""
+def pod_resources(
+    vmi_spec: Mapping[str, Any],
+    *,
+    emulation: bool = False,
+    cpu_allocation_ratio: int = DEFAULT_CPU_ALLOCATION_RATIO,
+) -> PodResources:
+    """Requests and limits of the compute container: the guest's plus the overhead; without a CPU
+    request of its own, ``vcpus / cpu_allocation_ratio`` cores."""
     domain = vmi_spec.get("domain") or {}
     resources = domain.get("resources") or {}
     requests_in = dict(resources.get("requests") or {})
@@ -110,7 +125,7 @@ def pod_resources(vmi_spec: Mapping[str, Any], *, emulation: bool = False) -> Po
     if "cpu" in requests_in:
         requests["cpu"] = str(requests_in["cpu"])
     else:
-        requests["cpu"] = f"{DEFAULT_MILLICPU_PER_VCPU * n_vcpus}m"
+        requests["cpu"] = f"{cpu_request_millis(n_vcpus, cpu_allocation_ratio)}m"
     if "cpu" in limits_in:
         limits["cpu"] = str(limits_in["cpu"])
     return PodResources(n_vcpus, guest, overhead, requests, limits)

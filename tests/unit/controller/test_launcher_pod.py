@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from virt_controller import main as controller_main
 from virt_controller import names
 from virt_controller.launcher_pod import LauncherSettings, PodSpecError, build_launcher_pod, referenced_claims
-from virt_controller.overhead import pod_resources
+from virt_controller.overhead import cpu_request_millis, pod_resources
 
 pytestmark = pytest.mark.unit
 
@@ -117,6 +118,32 @@ def test_memory_is_guest_plus_overhead_and_cpu_is_a_tenth_per_vcpu() -> None:
         "requests": {"memory": f"{1024 + 104}Mi", "cpu": "200m", "devices.kubevirt.io/kvm": "1"},
         "limits": {"devices.kubevirt.io/kvm": "1"},
     }
+
+
+@pytest.mark.parametrize(
+    ("vcpus", "ratio", "millis"),
+    [(1, 10, 100), (2, 10, 200), (1, 1, 1000), (4, 3, 1334), (1, 17, 59), (1, 100, 10), (1, 5000, 1)],
+)
+def test_the_cpu_request_is_vcpus_over_the_allocation_ratio_rounded_up(vcpus: int, ratio: int, millis: int) -> None:
+    assert cpu_request_millis(vcpus, ratio) == millis
+
+
+def test_the_allocation_ratio_sets_the_cpu_request_unless_the_vmi_asks_for_cpu() -> None:
+    dense = LauncherSettings(cpu_allocation_ratio=50)
+    assert compute(build_launcher_pod(vmi(), dense))["resources"]["requests"]["cpu"] == "20m"
+    own = vmi(domain={"devices": {}, "memory": {"guest": "1Gi"}, "resources": {"requests": {"cpu": "250m"}}})
+    assert compute(build_launcher_pod(own, dense))["resources"]["requests"]["cpu"] == "250m"
+    with pytest.raises(ValueError, match="at least 1"):
+        cpu_request_millis(1, 0)
+
+
+def test_the_allocation_ratio_is_a_controller_flag() -> None:
+    assert controller_main.build_config(controller_main.parse_args([])).launcher.cpu_allocation_ratio == 10
+    args = controller_main.parse_args(["--cpu-allocation-ratio=25"])
+    assert controller_main.build_config(args).launcher.cpu_allocation_ratio == 25
+    for bad in ("0", "-1", "1.5"):
+        with pytest.raises(SystemExit):
+            controller_main.parse_args([f"--cpu-allocation-ratio={bad}"])
 
 
 def test_devices_tun_for_the_pod_network_and_kvm_unless_emulated() -> None:
