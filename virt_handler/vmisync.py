@@ -8,7 +8,9 @@ VMI's sync when something happens) and, while the domain runs, asks the guest ag
 :data:`guestagent.POLL_INTERVAL` s (less often while it has not answered) and at once after an
 agent (dis)connect event. Agent answers go
 into the VMI's memory (:class:`guestagent.AgentTracker`) and the sync is woken only when they change,
-so the workers never wait on a guest agent and status is patched only when it differs.
+so the workers never wait on a guest agent and status is patched only when it differs. Nor do they
+wait for a launcher to start its domain: the spec is handed over from a thread of the VMI's own,
+which wakes the sync when the launcher answers.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ class VMIMemory:
     # Whether the guest can answer its agent (domain running, not paused): set by sync and by events.
     guest_running: bool = False
     agent: AgentTracker = field(default_factory=AgentTracker)
+    # The spec's hand-over (the launcher prepares disks and starts QEMU meanwhile) and, after a refusal,
+    # when to try again.
+    handover: threading.Thread | None = None
+    handover_retry_at: float = 0.0
 
 
 def launcher_pod(vmi: Obj, pods: list[Obj], node: str) -> Obj | None:
@@ -146,6 +152,8 @@ STARTUP_QUIET = 5.0
 EVENT_WAIT = 25.0
 #: Domain states in which the guest can answer its agent.
 AGENT_STATES = frozenset({DomainState.RUNNING, DomainState.BLOCKED})
+#: Seconds before a spec the launcher refused is handed over again.
+HANDOVER_RETRY = 10.0
 
 
 class VMISync:
@@ -211,13 +219,20 @@ class VMISync:
                 if info.phase == "WaitingForSpec" or (info.domain is not None and not mem.network_ready):
                     self._prepare_network(key, vmi, target, mem)
                 if info.phase == "WaitingForSpec":
-                    log.info("%s: handing the spec to the launcher", key)
-                    info = client.sync(vmi)
+                    wait = mem.handover_retry_at - now
+                    if wait > 0:
+                        return wait
+                    self._hand_over(key, vmi, client, mem)
             mem.unreachable_since = None
             mem.guest_running = info.domain is not None and info.domain.state in AGENT_STATES
             self._watch_events(key, client, mem)
+            # Stamped when the launcher answered, not when this sync began (on a loaded node that can be
+            # seconds apart): a phase's transition time (Running) is when the domain was found in it.
             obs = Observation(
-                now=rfc3339(now), domain=info.domain, interfaces=pod_interfaces(vmi, pod), agent=mem.agent.state
+                now=rfc3339(self.clock()),
+                domain=info.domain,
+                interfaces=pod_interfaces(vmi, pod),
+                agent=mem.agent.state,
             )
         except LauncherUnreachableError as exc:
             mem.unreachable_since = mem.unreachable_since or now
@@ -269,6 +284,30 @@ class VMISync:
             )
             self.dhcp.serve(key, netns.fd, plan.bridge, lease)
         mem.network_ready = True
+
+    def _hand_over(self, key: str, vmi: Obj, client: LauncherClient, mem: VMIMemory) -> None:
+        """Give the launcher its spec from a thread of the VMI's own, and look at the VMI again when the
+        launcher answers. The answer comes once disks are prepared and QEMU started: a second or so with
+        KVM, up to :data:`~virt_handler.launcher_client.SYNC_TIMEOUT` on a loaded node. Waiting for it in
+        a worker would hold the worker that long, and a few starting launchers would stall every other
+        VMI on the node (their hand-overs, status and shutdowns) behind them."""
+        if mem.handover is not None and mem.handover.is_alive():
+            return
+
+        def hand_over() -> None:
+            try:
+                client.sync(vmi)
+            except LauncherUnreachableError as exc:
+                log.warning("%s: the launcher did not take the spec: %s", key, exc)
+            except LauncherError as exc:
+                log.error("%s: the launcher refused the spec: %s", key, exc)
+                mem.handover_retry_at = self.clock() + HANDOVER_RETRY
+            if not mem.stop_watching.is_set():
+                self.enqueue(key)
+
+        log.info("%s: handing the spec to the launcher", key)
+        mem.handover = threading.Thread(target=hand_over, name=f"handover-{key}", daemon=True)
+        mem.handover.start()
 
     def _watch_events(self, key: str, client: LauncherClient, mem: VMIMemory) -> None:
         if mem.event_watcher is not None and mem.event_watcher.is_alive():
