@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,21 @@ def tiny_vmi(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
             "terminationGracePeriodSeconds": 5,
         },
     }
+
+
+def unschedulable(vmis: list[dict[str, Any]]) -> dict[str, str]:
+    """VMI name -> the scheduler's message, for each VMI whose launcher pod the scheduler cannot place
+    (virt-controller copies the pod's ``PodScheduled`` condition onto the VMI)."""
+    out = {}
+    for vmi in vmis:
+        for cond in (vmi.get("status") or {}).get("conditions") or []:
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
+                out[vmi["metadata"]["name"]] = str(cond.get("message") or "")
+    return out
 
 
 class Seen:
@@ -120,21 +135,41 @@ class Deployment:
             time.sleep(0.2)
         raise RuntimeError(f"{name} never said where /metrics is; see {self.log(name)}")
 
-    def wait(self, phase: str, count: int, timeout: float) -> None:
+    def wait(self, phase: str, count: int, timeout: float, stalled: float = 60.0) -> None:
+        """Until ``count`` VMIs were seen in ``phase``. Gives up after ``timeout`` s, or as soon as no VMI
+        reached it for ``stalled`` s while some cannot be scheduled at all (they never will by waiting)."""
         deadline = time.monotonic() + timeout
-        told = time.monotonic()
-        while self.seen.count(phase) < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {self.seen.count(phase)} of {count} VMIs {phase} after {timeout:.0f} s")
-            if time.monotonic() - told > 15:
-                told = time.monotonic()
-                print(f"  ... {self.seen.count(phase)} of {count} VMIs {phase}", flush=True)
+        told = progressed = time.monotonic()
+        reached = self.seen.count(phase)
+        while reached < count:
+            now = time.monotonic()
+            if now > deadline:
+                raise RuntimeError(f"only {reached} of {count} VMIs {phase} after {timeout:.0f} s")
+            if now - told > 15:
+                told = now
+                stuck = unschedulable(self.kube.list_objects(VIRTUAL_MACHINE_INSTANCES, NAMESPACE))
+                print(f"  ... {reached} of {count} VMIs {phase}, {len(stuck)} unschedulable", flush=True)
+                if stuck and now - progressed > stalled:
+                    name, why = sorted(stuck.items())[0]
+                    raise RuntimeError(
+                        f"stalled at {reached} of {count} VMIs {phase}: {len(stuck)} cannot be scheduled "
+                        f"(e.g. {name}: {why})"
+                    )
             time.sleep(0.5)
+            if self.seen.count(phase) > reached:
+                reached, progressed = self.seen.count(phase), time.monotonic()
 
 
 @contextlib.contextmanager
-def deployed(name: str, nodes: tuple[str, ...], pod_cidr: str, bridge: str) -> Iterator[Deployment]:
+def deployed(
+    name: str,
+    nodes: tuple[str, ...],
+    pod_cidr: str,
+    bridge: str,
+    controller_flags: Callable[[Kube], Sequence[str]] = lambda _: (),
+) -> Iterator[Deployment]:
     """A devcluster with ``nodes`` and podvirt's controller and handlers; torn down afterwards.
+    ``controller_flags`` gives extra virt-controller flags once the nodes are up.
     ``PODVIRT_BENCH_KEEP=1`` keeps the state directory (the logs) under /var/tmp."""
     build = subprocess.run([str(REPO / "images/guest/build.sh")], check=True, capture_output=True, text=True)
     guest = Path(build.stdout.strip().splitlines()[-1])
@@ -157,7 +192,7 @@ def deployed(name: str, nodes: tuple[str, ...], pod_cidr: str, bridge: str) -> I
         kubeconfig, py = str(cluster.kubeconfig), sys.executable
         dep.start("virt-controller", [
             py, "-m", "virt_controller", f"--kubeconfig={kubeconfig}", "--use-emulation", "--no-leader-elect",
-            "--metrics-address=", "--log-format=text",
+            "--metrics-address=", "--log-format=text", *controller_flags(kube),
         ])  # fmt: skip
         for node in nodes:
             dep.start(f"virt-handler-{node}", [
@@ -167,7 +202,7 @@ def deployed(name: str, nodes: tuple[str, ...], pod_cidr: str, bridge: str) -> I
                 "--metrics-address=127.0.0.1:0", "--log-format=text",
             ])  # fmt: skip
         dep.seen.start()
-        time.sleep(1)
+        cluster.wait_allocatable("devices.kubevirt.io/tun")  # the handlers' device plugins registered
         yield dep
     finally:
         if dep is not None:
@@ -181,5 +216,7 @@ def deployed(name: str, nodes: tuple[str, ...], pod_cidr: str, bridge: str) -> I
             for record in reversed(dep.started):
                 record.stop(15)
         down(base)
-        if not os.environ.get("PODVIRT_BENCH_KEEP"):
+        if os.environ.get("PODVIRT_BENCH_KEEP"):
+            print(f"kept {base} (logs in {base / 'logs'})", flush=True)
+        else:
             shutil.rmtree(base, ignore_errors=True)

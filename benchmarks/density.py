@@ -11,15 +11,24 @@ from the launcher's and embedded libvirt's (podvirt's own cost per VM; QEMU's PS
 guest pages the guest has touched). Figures go to ``results/density.json`` and a chart of the creation -> Running
 distribution to ``results/density.png``.
 
+CPU requests: each launcher pod asks for 1/``cpuAllocationRatio`` of a core per vCPU (KubeVirt's default 10:
+100m). Every stand-in node reports the machine's cores (2 here), so at the default the scheduler places 20
+VMIs per node and the rest stay Pending (``Insufficient cpu``). The benchmark therefore raises
+virt-controller's ``--cpu-allocation-ratio`` just enough for ``--vmis`` to fit, as a KubeVirt admin would
+through ``developerConfiguration.cpuAllocationRatio``, and records the ratio; a run that stalls on
+unschedulable pods anyway stops with the scheduler's message instead of waiting out its timeout.
+
     python -m benchmarks density [--vmis 50] [--interval 0.1] [--settle 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +36,30 @@ from benchmarks._podvirt import NAMESPACE, Deployment, deployed, tiny_vmi
 from benchmarks._results import RESULTS_DIR, rounded, summary, write
 from benchmarks.controller import apiserver_writes, proc_figures
 from devcluster import processes
-from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES, parse_time
+from kubevirt_types import Quantity
+from podvirt_common.kube import NODES, VIRTUAL_MACHINE_INSTANCES, Kube, parse_time
+from virt_controller.overhead import DEFAULT_CPU_ALLOCATION_RATIO, cpu_request_millis
 
 GUEST_MIB = 96
+#: Room for an uneven spread over the nodes: each node must hold this much more than its even share.
+SPREAD_MARGIN = 1.25
+
+
+def cpu_allocation_ratio(count: int, node_millicpu: list[int]) -> int:
+    """KubeVirt's default ratio, or the smallest above it at which ``count`` one-vCPU VMIs' CPU requests
+    fit the nodes (``node_millicpu``: each node's allocatable CPU) with :data:`SPREAD_MARGIN` to spare."""
+    if not node_millicpu:
+        raise ValueError("no nodes")
+    per_node = math.ceil(count * SPREAD_MARGIN / len(node_millicpu))
+    ratio = DEFAULT_CPU_ALLOCATION_RATIO
+    while cpu_request_millis(1, ratio) * per_node > min(node_millicpu) and cpu_request_millis(1, ratio) > 1:
+        ratio += 1
+    return ratio
+
+
+def node_millicpu(kube: Kube) -> list[int]:
+    """Each node's allocatable CPU in millicores."""
+    return [int(Quantity(node["status"]["allocatable"]["cpu"]).value * 1000) for node in kube.list_objects(NODES)]
 
 
 def _memory_kib(pid: int) -> tuple[int, int]:
@@ -137,18 +167,37 @@ def chart(latencies: list[tuple[float, float]], path: Path, title: str) -> None:
 
 
 def run(count: int, interval: float, settle: float, timeout: float) -> dict[str, Any]:
-    with deployed("density", ("node-1", "node-2"), "10.243.0.0/16", "pvbdens0") as dep:
+    chosen: dict[str, Any] = {}
+
+    def controller_flags(kube: Kube) -> list[str]:
+        nodes = node_millicpu(kube)
+        ratio = cpu_allocation_ratio(count, nodes)
+        chosen.update(
+            cpuAllocationRatio=ratio, cpuRequestPerVmi=f"{cpu_request_millis(1, ratio)}m", nodeAllocatableMilliCpu=nodes
+        )
+        print(f"  nodes' allocatable CPU {nodes} m: --cpu-allocation-ratio={ratio}", flush=True)
+        return [f"--cpu-allocation-ratio={ratio}"]
+
+    with deployed("density", ("node-1", "node-2"), "10.243.0.0/16", "pvbdens0", controller_flags) as dep:
         sent: dict[str, float] = {}
         writes_before = apiserver_writes(dep.kube)
         first = time.monotonic()
-        for i in range(count):
-            name = f"density-{i:03d}"
-            next_at = first + i * interval
-            time.sleep(max(0.0, next_at - time.monotonic()))
-            sent[name] = time.monotonic()
-            dep.kube.create(VIRTUAL_MACHINE_INSTANCES, tiny_vmi(name, {"bench": "density"}), NAMESPACE)
+        # Each create from a thread of its own at its time: a slow answer from the loaded apiserver must not
+        # push the later creates back (sequential creates once spread 60 VMIs over 60 s, not 6).
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="create") as pool:
+            creates = []
+            for i in range(count):
+                name = f"density-{i:03d}"
+                time.sleep(max(0.0, first + i * interval - time.monotonic()))
+                sent[name] = time.monotonic()
+                body = tiny_vmi(name, {"bench": "density"})
+                creates.append(pool.submit(dep.kube.create, VIRTUAL_MACHINE_INSTANCES, body, NAMESPACE))
+            for create in creates:
+                create.result()  # a refused create fails the run here, not as a stall later
+        created_over = time.monotonic() - first  # every create answered
         dep.wait("Running", count, timeout)
         all_running = time.monotonic() - first
+        load = os.getloadavg()
         writes = writes_per_vmi(writes_before, apiserver_writes(dep.kube), count)
         # The objects' own record, to the second: creationTimestamp -> the Running phase transition.
         stamped = []
@@ -175,8 +224,11 @@ def run(count: int, interval: float, settle: float, timeout: float) -> dict[str,
         return {
             "vmis": count,
             "intervalSeconds": interval,
+            "allCreatedSecondsAfterFirstCreate": round(created_over, 2),
             "guest": f"tiny (Debian kernel + busybox initramfs), kernel boot, {GUEST_MIB} MiB, 1 vCPU, QEMU TCG",
+            "cpuRequests": chosen,
             "allRunningSecondsAfterFirstCreate": round(all_running, 2),
+            "loadAverageWhenAllRunning": [round(x, 1) for x in load],
             "creationToRunningSeconds": rounded([s for _, s in latencies]),
             "creationToRunningSecondsFromPhaseTimestamps": summary(stamped) if stamped else None,
             "apiWrites": writes,
@@ -188,7 +240,7 @@ def run(count: int, interval: float, settle: float, timeout: float) -> dict[str,
                 "qemuPss": mib("qemuPssMiB"),
                 "launcherAndLibvirtPss": mib("launcherPssMiB"),
             },
-            "chart": str(chart_path),
+            "chart": str(chart_path.relative_to(RESULTS_DIR.parent)),
         }
 
 
