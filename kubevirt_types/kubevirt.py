@@ -44,6 +44,8 @@ class DeveloperConfiguration(KubeModel):
 
     use_emulation: bool | None = None
     """Run guests with QEMU software emulation (TCG) when /dev/kvm is unusable."""
+    cpu_allocation_ratio: int | None = Field(default=None, ge=1)
+    """vCPUs per core for VMIs that request no CPU: each vCPU requests 1/ratio of a core (default 10)."""
     feature_gates: list[str] | None = None
     """Feature gates to enable."""
     log_verbosity: LogVerbosity | None = None

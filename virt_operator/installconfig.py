@@ -64,6 +64,8 @@ class InstallConfig:
     kubelet_root: str = "/var/lib/kubelet"
     #: ``spec.configuration.developerConfiguration.useEmulation``: guests under TCG, no /dev/kvm asked for.
     use_emulation: bool = False
+    #: ``spec.configuration.developerConfiguration.cpuAllocationRatio``: vCPUs per requested core.
+    cpu_allocation_ratio: int = 10
     #: ``spec.configuration.developerConfiguration.featureGates``.
     feature_gates: tuple[str, ...] = ()
     controller_replicas: int = 2

@@ -42,6 +42,8 @@ def install_config(kv: Mapping[str, Any], base: InstallConfig) -> InstallConfig:
     if developer is not None:
         if developer.use_emulation is not None:
             changes["use_emulation"] = developer.use_emulation
+        if developer.cpu_allocation_ratio is not None:
+            changes["cpu_allocation_ratio"] = developer.cpu_allocation_ratio
         if developer.feature_gates is not None:
             changes["feature_gates"] = tuple(developer.feature_gates)
     if spec.infra is not None and spec.infra.replicas is not None:

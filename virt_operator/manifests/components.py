@@ -154,6 +154,7 @@ def virt_controller(config: InstallConfig) -> list[Obj]:
         "--leader-elect",
         f"--lease-namespace={config.namespace}",
         f"--lease-name={CONTROLLER_LEASE}",
+        f"--cpu-allocation-ratio={config.cpu_allocation_ratio}",
         "--log-format=json",
     ]
     if config.use_emulation:

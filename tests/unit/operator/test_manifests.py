@@ -165,10 +165,13 @@ def test_pods_are_non_root_except_the_handler_with_probes_and_requests() -> None
 
 
 def test_the_components_accept_their_arguments() -> None:
-    objects = components(InstallConfig(use_emulation=True, controller_replicas=3, api_replicas=1))
+    objects = components(
+        InstallConfig(use_emulation=True, controller_replicas=3, api_replicas=1, cpu_allocation_ratio=20)
+    )
     controller = find(objects, "Deployment", "virt-controller", CONFIG.namespace)
     args = controller_main.parse_args(container(controller)["args"])
     assert args.launcher_image == CONFIG.image("virt-launcher") and args.use_emulation
+    assert args.cpu_allocation_ratio == 20
     assert args.leader_elect and args.lease_namespace == CONFIG.namespace
     assert controller["spec"]["replicas"] == 3
     api = find(objects, "Deployment", "virt-api", CONFIG.namespace)
