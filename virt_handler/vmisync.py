@@ -154,6 +154,17 @@ EVENT_WAIT = 25.0
 AGENT_STATES = frozenset({DomainState.RUNNING, DomainState.BLOCKED})
 #: Seconds before a spec the launcher refused is handed over again.
 HANDOVER_RETRY = 10.0
+#: Seconds a launcher may take to open its socket while it starts (many on a loaded node).
+STARTUP_WINDOW = 60.0
+
+
+def next_look(unreachable_for: float) -> float:
+    """Seconds until an unreachable launcher is looked at again. While it may still be starting, at most
+    a second late (a backoff proportional to the wait made a start that took 20 s look 30 s long); after
+    :data:`STARTUP_WINDOW`, backing off to every 30 s."""
+    if unreachable_for < STARTUP_WINDOW:
+        return min(1.0, 0.1 + unreachable_for / 10)
+    return min(30.0, unreachable_for / 2)
 
 
 class VMISync:
@@ -241,9 +252,7 @@ class VMISync:
             log.log(level, "%s: launcher unreachable for %.0f s: %s", key, now - mem.unreachable_since, exc)
             obs = Observation(rfc3339(now), None, reachable=False, unreachable_for=now - mem.unreachable_since)
             self._write_status(vmi, obs)
-            # A launcher that is still starting opens its socket within a second or so: look again soon,
-            # then back off (at most every 30 s) while it stays unreachable.
-            return min(30.0, 0.2 + (now - mem.unreachable_since) / 2)
+            return next_look(now - mem.unreachable_since)
         except LauncherError as exc:
             log.error("%s: the launcher refused: %s", key, exc)
             return 10.0

@@ -12,7 +12,7 @@ import pytest
 from virt_handler import vmisync
 from virt_handler.launcher_client import DomainInfo, LauncherError, LauncherTarget
 from virt_handler.vmistatus import Domain, DomainState
-from virt_handler.vmisync import HANDOVER_RETRY, VMISync
+from virt_handler.vmisync import HANDOVER_RETRY, STARTUP_WINDOW, VMISync, next_look
 
 pytestmark = pytest.mark.unit
 
@@ -168,3 +168,15 @@ def test_a_refused_spec_is_handed_over_again_only_after_a_pause(
     handover.join(5)
     assert launcher.syncs == 2
     assert kube.patches == []
+
+
+def test_a_starting_launcher_is_looked_at_again_at_most_a_second_late() -> None:
+    waits = []
+    waited = 0.0
+    while waited < STARTUP_WINDOW:
+        step = next_look(waited)
+        waits.append(step)
+        waited += step
+    assert waits[0] <= 0.1 and max(waits) <= 1.0
+    assert len(waits) < 80, "about one look a second while it starts, not ten"
+    assert next_look(STARTUP_WINDOW) == 30.0 and next_look(3600) == 30.0  # then rarely
