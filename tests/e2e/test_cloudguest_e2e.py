@@ -170,7 +170,7 @@ def cloud_vm(
     key, public = ssh_key_pair(tmp_path)
     manifest = tmp_path / "vm.yaml"
     manifest.write_text(vm_yaml(public))
-    before = qemu_pids()
+    before = qemu_pids(namespace)
     podvirt.cluster.kubectl("apply", "-n", namespace, "-f", str(manifest))
     try:
         yield namespace, key
@@ -179,7 +179,7 @@ def cloud_vm(
         deadline = time.monotonic() + 240
         while (podvirt.vmi(namespace, VM) or podvirt.launcher_pods(namespace)) and time.monotonic() < deadline:
             time.sleep(1)
-        for pid in qemu_pids() - before:
+        for pid in qemu_pids(namespace) - before:
             os.kill(pid, 9)
 
 

@@ -43,9 +43,9 @@ def test_guest_power_off_is_succeeded(podvirt: Podvirt, namespace: str, tiny_con
 
 
 def test_killed_qemu_is_failed(podvirt: Podvirt, namespace: str, tiny_containerdisk: str) -> None:
-    before = qemu_pids()
+    before = qemu_pids(namespace)
     create_running(podvirt, namespace, tiny_containerdisk, "crash")
-    ours = qemu_pids() - before
+    ours = qemu_pids(namespace) - before
     assert len(ours) == 1
     os.kill(ours.pop(), signal.SIGKILL)
     failed = podvirt.wait_phase(namespace, "crash", "Failed", timeout=120)
@@ -55,14 +55,14 @@ def test_killed_qemu_is_failed(podvirt: Podvirt, namespace: str, tiny_containerd
 def test_handler_crash_changes_nothing_for_running_guests(
     podvirt: Podvirt, namespace: str, tiny_containerdisk: str
 ) -> None:
-    before_qemu = qemu_pids()
+    before_qemu = qemu_pids(namespace)
     names = ("keep-a", "keep-b", "keep-c", "keep-d", "keep-e")
     running = create_running(podvirt, namespace, tiny_containerdisk, *names)
     for name in names:
         # Booted to its shell: what is typed later is read, not lost in the boot.
         node = running[name]["status"]["nodeName"]
         podvirt.read_console_until(node, namespace, name, b"guest# ", send=b"\n", timeout=180)
-    qemu = qemu_pids() - before_qemu
+    qemu = qemu_pids(namespace) - before_qemu
     assert len(qemu) == len(names)
     pods = {p["metadata"]["uid"] for p in podvirt.launcher_pods(namespace)}
     stamps = {n: running[n]["status"]["phaseTransitionTimestamps"] for n in names}
@@ -87,7 +87,7 @@ def test_handler_crash_changes_nothing_for_running_guests(
                 if attempt == 2:
                     raise
                 time.sleep(5)
-    assert qemu_pids() - before_qemu == qemu
+    assert qemu_pids(namespace) - before_qemu == qemu
     assert {p["metadata"]["uid"] for p in podvirt.launcher_pods(namespace)} == pods
     for name in names:
         now = podvirt.vmi(namespace, name)
