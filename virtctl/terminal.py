@@ -37,8 +37,11 @@ def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
-    """While active, SIGTERM and SIGHUP raise :class:`Terminated` in the main thread."""
+    """While active, SIGTERM and SIGHUP raise :class:`Terminated` in the main thread, and SIGINT
+    ``KeyboardInterrupt`` even when virtctl was started with it ignored (a shell's background job): as
+    Go's ``signal.Notify`` does for kubectl and KubeVirt's virtctl, so ``kill -INT`` always stops it."""
     previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -208,6 +209,28 @@ def _read_line(process: subprocess.Popen[bytes], timeout: float = 20) -> str:
             time.sleep(0.02)
         line += chunk
     return line.decode()
+
+
+def test_sigint_stops_a_port_forward_started_with_sigint_ignored(streams: tuple[FakeStreams, dict[str, str]]) -> None:
+    # A shell starts background jobs with SIGINT ignored; kubectl and KubeVirt's virtctl (Go) still stop
+    # on `kill -INT`, and so does this one.
+    fake, env = streams
+    fake.objects[f"{KV}/namespaces/testns/virtualmachineinstances/vm1"] = RUNNING
+    process = subprocess.Popen(
+        [sys.executable, "-m", "virtctl", "port-forward", "vm/vm1", ":8080"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )
+    try:
+        assert _read_line(process).startswith("Forwarding from 127.0.0.1:")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == ExitCode.OK
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_port_forward_tcp_one_stream_per_connection(streams: tuple[FakeStreams, dict[str, str]]) -> None:
