@@ -24,6 +24,7 @@ from devcluster.config import ClusterConfig, Ports, free_port
 from devcluster.images import import_image
 from podvirt_common import certs, httpserve
 from podvirt_common.kube import PODS, VIRTUAL_MACHINE_INSTANCES, Kube
+from virt_handler.deviceplugin import TUN_RESOURCE
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "registry.podvirt.test/tiny-containerdisk:1"
@@ -202,7 +203,7 @@ def deployed(
                 "--metrics-address=127.0.0.1:0", "--log-format=text",
             ])  # fmt: skip
         dep.seen.start()
-        cluster.wait_allocatable("devices.kubevirt.io/tun")  # the handlers' device plugins registered
+        cluster.wait_allocatable(TUN_RESOURCE)  # the handlers' device plugins registered
         yield dep
     finally:
         if dep is not None:

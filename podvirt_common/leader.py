@@ -85,6 +85,7 @@ class LeaderElector:
         self.clock = clock
         self.seen = Observation()
         self.leading = False
+        self.lost = False  # gave up after failing to renew (see :meth:`hold`)
 
     def try_acquire_or_renew(self) -> bool:
         cfg = self.config
@@ -134,12 +135,13 @@ class LeaderElector:
                 last_renewal = self.clock()
             elif self.clock() - last_renewal > self.config.renew_deadline:
                 self.leading = False
+                self.lost = True
                 log.error("lost the lease %s/%s", self.config.namespace, self.config.name)
                 on_lost()
                 return
 
     def release(self) -> None:
-        """Give the lease up at once (a clean stop)."""
+        """Give the lease up at once (a clean stop); nothing when not leading, as after losing it."""
         if not self.leading:
             return
         self.leading = False
@@ -162,11 +164,12 @@ class LeaderElector:
             log.info("lease not released (%s); it expires by itself", exc.message)
 
 
-def add_election_args(parser: argparse.ArgumentParser, lease_name: str) -> None:
-    """The leader-election flags every replicated component takes (``--[no-]leader-elect`` and the Lease)."""
+def add_election_args(parser: argparse.ArgumentParser, lease_name: str, lease_namespace: str) -> None:
+    """The leader-election flags every replicated component takes (``--[no-]leader-elect`` and the Lease,
+    by default ``lease_name`` in ``lease_namespace``)."""
     election = parser.add_argument_group("leader election")
     election.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
-    election.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "kube-system"))
+    election.add_argument("--lease-namespace", default=lease_namespace)
     election.add_argument("--lease-name", default=lease_name)
     election.add_argument("--lease-duration", type=float, default=15.0)
     election.add_argument("--lease-renew-every", type=float, default=2.0)

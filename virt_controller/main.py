@@ -100,7 +100,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=nodes.DEFAULT_TIMEOUT,
         help="seconds without a virt-handler heartbeat, or not Ready, before a node's VMIs fail (default 300)",
     )
-    add_election_args(p, "virt-controller")
+    add_election_args(p, "virt-controller", os.environ.get("POD_NAMESPACE", "kube-system"))
     p.add_argument("--resync-period", type=float, default=300.0, help="seconds between full re-checks (default 300)")
     p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     p.add_argument("--log-level", default="INFO")
@@ -213,7 +213,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(args.log_level.upper(), args.log_format)
     kube = Kube.connect(args.kubeconfig, user_agent="virt-controller", pool_size=max(8, args.workers * 2))
     halt = threading.Event()
-    lost = threading.Event()
     probes = Probes()
     server = serve_probes(args.metrics_address, probes)
     elector = elector_from_args(kube, args)
@@ -227,7 +226,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop = asyncio.new_event_loop()
 
     def lose() -> None:
-        lost.set()
         os.kill(os.getpid(), signal.SIGTERM)
 
     if elector is not None:
@@ -238,13 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         halt.set()
-        if elector is not None and not lost.is_set():
+        if elector is not None:
             elector.release()
         if server is not None:
             server.shutdown()
         loop.close()
         kube.close()
-    if lost.is_set():
+    if elector is not None and elector.lost:
         log.error("stopped: lost the leader lease")
         return 1
     return 0

@@ -14,6 +14,7 @@ every option.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -55,12 +56,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--degraded-after", type=float, default=120.0, help="seconds a component may be unready before Degraded"
     )
     timing.add_argument("--resync-period", type=float, default=60.0, help="seconds between full re-checks")
-    add_election_args(p, OPERATOR_LEASE)
+    # The Lease lives beside the components, in --namespace unless told otherwise.
+    add_election_args(p, OPERATOR_LEASE, "")
     p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
-    if not os.environ.get("POD_NAMESPACE") and args.lease_namespace == "kube-system":
-        args.lease_namespace = args.namespace  # run by hand: the Lease lives beside the components
+    args.lease_namespace = args.lease_namespace or args.namespace
     return args
 
 
@@ -106,27 +107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 503, b"not synced yet\n", "text/plain"
 
     server = httpserve.serve(args.metrics_address, {"/healthz": httpserve.ok, "/readyz": readyz}, "virt-operator")
-    lost = threading.Event()
     try:
         if elector is not None:
             if not elector.acquire(stop):
                 return 0
-
-            def lose() -> None:
-                lost.set()
-                on_signal(signal.SIGTERM, None)
-
+            lose = functools.partial(on_signal, signal.SIGTERM, None)  # stops the loop; main() reports the loss
             threading.Thread(target=elector.hold, args=(stop, lose), name="lease", daemon=True).start()
         log.info("virt-operator %s watching KubeVirt resources; components in %s", podvirt_version(), args.namespace)
         operator.run(stop)
     finally:
         stop.set()
-        if elector is not None and not lost.is_set():
+        if elector is not None:
             elector.release()
         if server is not None:
             server.shutdown()
         kube.close()
-    if lost.is_set():
+    if elector is not None and elector.lost:
         log.error("stopped: lost the leader lease")
         return 1
     log.info("stopped")

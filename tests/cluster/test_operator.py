@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import Cluster
+from virt_handler.deviceplugin import TUN_RESOURCE
 from virt_operator.installconfig import (
     HANDLER_CA_SECRET,
     HANDLER_CLIENT_SECRET,
@@ -201,7 +202,7 @@ def test_install_from_nothing_to_available(cluster: Cluster, operator: OperatorP
     assert {"ResourcesApplied", "Deployed"} <= {e["reason"] for e in events["items"]}
     # The handler pods' device plugins registered with each node's (stand-in) kubelet through the
     # DaemonSet's hostPath of the kubelet directory: launcher pods can be admitted with their tap device.
-    cluster.wait_allocatable("devices.kubevirt.io/tun", timeout=60)
+    cluster.wait_allocatable(TUN_RESOURCE, timeout=60)
     # It acted as the elected leader: the Lease its replicas share names it (renewed, so not expired).
     lease = get(cluster, "lease", "virt-operator") or {}
     assert lease.get("spec", {}).get("holderIdentity"), lease

@@ -32,6 +32,7 @@ from devcluster.images import import_image
 from podvirt_common import certs
 from podvirt_common.kube import Kube
 from virt_api.testing import VirtApiProcess
+from virt_handler.deviceplugin import TUN_RESOURCE
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_IMAGE = "registry.podvirt.test/tiny-containerdisk:1"
@@ -110,7 +111,7 @@ def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
             )
         for node in cluster.nodes:
             running.wait_handler(node)
-        cluster.wait_allocatable("devices.kubevirt.io/tun")  # the handlers' device plugins registered
+        cluster.wait_allocatable(TUN_RESOURCE)  # the handlers' device plugins registered
         for record in running.records:
             assert record.alive(), f"{record.name} exited at start:\n{running.log_tail(record.name)}"
         yield running
