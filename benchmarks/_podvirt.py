@@ -168,9 +168,13 @@ def deployed(
     pod_cidr: str,
     bridge: str,
     controller_flags: Callable[[Kube], Sequence[str]] = lambda _: (),
+    *,
+    qemu_capabilities: bool = True,
 ) -> Iterator[Deployment]:
     """A devcluster with ``nodes`` and podvirt's controller and handlers; torn down afterwards.
-    ``controller_flags`` gives extra virt-controller flags once the nodes are up.
+    ``controller_flags`` gives extra virt-controller flags once the nodes are up. The handlers hand
+    launchers the node's QEMU capabilities (probed first, as their init container does in a
+    DaemonSet) unless ``qemu_capabilities`` is false: then every launcher's libvirt probes QEMU.
     ``PODVIRT_BENCH_KEEP=1`` keeps the state directory (the logs) under /var/tmp."""
     build = subprocess.run([str(REPO / "images/guest/build.sh")], check=True, capture_output=True, text=True)
     guest = Path(build.stdout.strip().splitlines()[-1])
@@ -191,6 +195,9 @@ def deployed(
         (pki / "ca.crt").write_bytes(ca.cert_pem)
         certs.issue(ca, "virt-handler", hosts=("127.0.0.1",), server=True).write(pki / "h.crt", pki / "h.key")
         kubeconfig, py = str(cluster.kubeconfig), sys.executable
+        capabilities = base / "qemu-capabilities"
+        if qemu_capabilities:
+            subprocess.run([py, "-m", "virt_launcher.capabilities", str(capabilities)], check=True, capture_output=True)
         dep.start("virt-controller", [
             py, "-m", "virt_controller", f"--kubeconfig={kubeconfig}", "--use-emulation", "--no-leader-elect",
             "--metrics-address=", "--log-format=text", *controller_flags(kube),
@@ -200,7 +207,7 @@ def deployed(
                 py, "-m", "virt_handler", f"--node-name={node}", f"--kubeconfig={kubeconfig}",
                 f"--kubelet-root={cfg.node_root(node)}", "--listen=127.0.0.1", f"--port={free_port()}",
                 f"--tls-cert={pki / 'h.crt'}", f"--tls-key={pki / 'h.key'}", f"--client-ca={pki / 'ca.crt'}",
-                "--metrics-address=127.0.0.1:0", "--log-format=text",
+                f"--qemu-capabilities-dir={capabilities}", "--metrics-address=127.0.0.1:0", "--log-format=text",
             ])  # fmt: skip
         dep.seen.start()
         cluster.wait_allocatable(TUN_RESOURCE)  # the handlers' device plugins registered

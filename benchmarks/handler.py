@@ -14,7 +14,10 @@ Then the guests idle for ``--idle`` seconds and the handler's RSS and CPU over t
 from /proc; one /metrics scrape of every guest's statistics is timed. Everything is deleted and
 stopped at the end, on every exit path.
 
-    python -m benchmarks handler [--vmis 20] [--idle 30]
+    python -m benchmarks handler [--vmis 20] [--idle 30] [--no-qemu-capabilities]
+
+By default the handler hands launchers the node's QEMU capabilities (as installed by virt-operator);
+``--no-qemu-capabilities`` shows what each launcher's own libvirt probe costs.
 
 ``PODVIRT_BENCH_KEEP=1`` keeps the cluster's state directory (logs) under /var/tmp afterwards.
 """
@@ -33,8 +36,9 @@ from benchmarks.controller import proc_figures
 from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES
 
 
-def run(count: int, idle: float, timeout: float) -> dict[str, Any]:
-    with deployed("handler", ("node-1",), "10.242.0.0/16", "pvbhdl0") as dep:
+def run(count: int, idle: float, timeout: float, *, qemu_capabilities: bool = True) -> dict[str, Any]:
+    deployment = deployed("handler", ("node-1",), "10.242.0.0/16", "pvbhdl0", qemu_capabilities=qemu_capabilities)
+    with deployment as dep:
         handler = dep.record("virt-handler-node-1")
         metrics_port = dep.metrics_port("virt-handler-node-1")
         created = time.monotonic()
@@ -62,6 +66,7 @@ def run(count: int, idle: float, timeout: float) -> dict[str, Any]:
         reported = sum(1 for line in text.splitlines() if line.startswith("kubevirt_vmi_cpu_usage_seconds{"))
         return {
             "vmis": count,
+            "nodeQemuCapabilities": qemu_capabilities,
             "guest": "tiny (Debian kernel + busybox initramfs), kernel boot, 96 MiB, 1 vCPU, QEMU TCG",
             "allRunningSecondsAfterFirstCreate": round(all_running, 2),
             "podRunningToVmiRunningSeconds": rounded(pod_to_running),
@@ -81,9 +86,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--vmis", type=int, default=20)
     p.add_argument("--idle", type=float, default=30.0, help="seconds of each idle measurement window")
     p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument(
+        "--no-qemu-capabilities",
+        action="store_true",
+        help="the handler hands launchers no QEMU capabilities: each launcher's libvirt probes QEMU (as before)",
+    )
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("the handler benchmark needs root (devcluster's stand-in node and pod networking)")
         return 2
-    write("handler", run(args.vmis, args.idle, args.timeout))
+    write("handler", run(args.vmis, args.idle, args.timeout, qemu_capabilities=not args.no_qemu_capabilities))
     return 0

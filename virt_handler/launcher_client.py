@@ -192,8 +192,11 @@ class LauncherClient:
     def domain(self) -> DomainInfo:
         return self._domain("GET", "/v1/domain")
 
-    def sync(self, vmi: dict[str, Any]) -> DomainInfo:
-        return self._domain("POST", "/v1/sync", {"vmi": vmi}, timeout=SYNC_TIMEOUT)
+    def sync(self, vmi: dict[str, Any], qemu_capabilities: dict[str, str] | None = None) -> DomainInfo:
+        body: dict[str, Any] = {"vmi": vmi}
+        if qemu_capabilities:
+            body["qemuCapabilities"] = qemu_capabilities
+        return self._domain("POST", "/v1/sync", body, timeout=SYNC_TIMEOUT)
 
     def shutdown(self, grace_seconds: int | None) -> DomainInfo:
         body = {} if grace_seconds is None else {"gracePeriodSeconds": grace_seconds}

@@ -4,8 +4,9 @@ It watches the VMIs labelled for its node and the launcher pods bound to it, dri
 (network, spec, shutdown) and keeps VMI status true (:mod:`vmisync`); serves console, VNC and VMI
 actions to virt-api over mutual TLS (:mod:`server`); keeps its Node's heartbeat (:mod:`node`); and
 serves the kubelet the device plugins for ``devices.kubevirt.io/tun``, ``…/kvm``, ``…/vhost-net``
-(:mod:`deviceplugin`). Killing it changes nothing for running guests: on start it rediscovers
-every launcher and carries on.
+(:mod:`deviceplugin`); hands launchers the node's QEMU capabilities cache with their specs
+(``--qemu-capabilities-dir``, :mod:`podvirt_common.qemucaps`). Killing it changes nothing for
+running guests: on start it rediscovers every launcher and carries on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from podvirt_common import httpserve, logs
+from podvirt_common import httpserve, logs, qemucaps
 from podvirt_common.kube import NODES, PODS, VIRTUAL_MACHINE_INSTANCES, Kube
 from virt_handler import node as node_duties
 from virt_handler.deviceplugin import DevicePlugins, is_char_device
@@ -64,18 +65,26 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="offer devices.kubevirt.io/kvm while /dev/kvm exists (auto, yes: and warn when it does not) or never (no)",
     )
+    p.add_argument(
+        "--qemu-capabilities-dir",
+        type=Path,
+        default=None,
+        help="libvirt QEMU capabilities files (from virt-launcher-capabilities) to hand every launcher",
+    )
     p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     return p
 
 
 class Handler:
-    def __init__(self, kube: Kube, node: str, kubelet_root: Path, kvm: bool) -> None:
+    def __init__(
+        self, kube: Kube, node: str, kubelet_root: Path, kvm: bool, qemu_capabilities: dict[str, str] | None = None
+    ) -> None:
         self.kube = kube
         self.node = node
         self.devices = DevicePlugins(kubelet_root, kvm)
         self.queue = WorkQueue()
         self.dhcp = DHCPServer()
-        self.sync = VMISync(kube, node, kubelet_root, self.dhcp, self.queue.add)
+        self.sync = VMISync(kube, node, kubelet_root, self.dhcp, self.queue.add, qemu_capabilities=qemu_capabilities)
         self.vmis = Informer(kube, VIRTUAL_MACHINE_INSTANCES, self._vmi_changed, label_selector=f"{NODE_LABEL}={node}")
         self.pods = Informer(
             kube, PODS, self._pod_changed, label_selector=LAUNCHER_SELECTOR, field_selector=f"spec.nodeName={node}"
@@ -191,6 +200,22 @@ class Handler:
         self.dhcp.stop()
 
 
+def load_capabilities(directory: Path | None) -> dict[str, str]:
+    """The node's QEMU capabilities files, read once: the init container wrote them before we started."""
+    if directory is None:
+        return {}
+    try:
+        files = qemucaps.read_dir(directory)
+    except OSError as exc:
+        log.warning("QEMU capabilities in %s unreadable (launchers will probe QEMU themselves): %s", directory, exc)
+        return {}
+    if not files:
+        log.warning("no QEMU capabilities in %s: launchers will probe QEMU themselves (~1.5 s each)", directory)
+    else:
+        log.info("handing launchers the QEMU capabilities %s", ", ".join(files))
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup(fmt=args.log_format)
@@ -200,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     kube = Kube.connect(args.kubeconfig, user_agent="virt-handler")
     if args.kvm == "yes" and not is_char_device("/dev/kvm"):
         log.warning("--kvm=yes but this node has no /dev/kvm: devices.kubevirt.io/kvm stays unavailable")
-    handler = Handler(kube, args.node_name, args.kubelet_root, kvm=args.kvm != "no")
+    capabilities = load_capabilities(args.qemu_capabilities_dir)
+    handler = Handler(kube, args.node_name, args.kubelet_root, kvm=args.kvm != "no", qemu_capabilities=capabilities)
     handler.start()
     httpserve.serve(args.metrics_address, handler.http_routes(), "virt-handler")
     config = uvicorn.Config(

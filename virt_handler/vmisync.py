@@ -176,6 +176,7 @@ class VMISync:
         dhcp: DHCPServer,
         enqueue: Callable[[str], None],
         clock: Callable[[], float] = time.time,
+        qemu_capabilities: dict[str, str] | None = None,
     ) -> None:
         self.kube = kube
         self.node = node
@@ -183,6 +184,8 @@ class VMISync:
         self.dhcp = dhcp
         self.enqueue = enqueue
         self.clock = clock
+        #: Sent with every spec hand-over (see :mod:`podvirt_common.qemucaps`).
+        self.qemu_capabilities = qemu_capabilities or {}
         self.memory: dict[str, VMIMemory] = {}
 
     def target(self, vmi: Obj, pod: Obj) -> LauncherTarget:
@@ -305,7 +308,7 @@ class VMISync:
 
         def hand_over() -> None:
             try:
-                client.sync(vmi)
+                client.sync(vmi, self.qemu_capabilities)
             except LauncherUnreachableError as exc:
                 log.warning("%s: the launcher did not take the spec: %s", key, exc)
             except LauncherError as exc:

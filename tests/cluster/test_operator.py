@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import Cluster
+from devcluster.node.logs import container_log
 from virt_handler.deviceplugin import TUN_RESOURCE
 from virt_operator.installconfig import (
     HANDLER_CA_SECRET,
@@ -203,6 +204,15 @@ def test_install_from_nothing_to_available(cluster: Cluster, operator: OperatorP
     # The handler pods' device plugins registered with each node's (stand-in) kubelet through the
     # DaemonSet's hostPath of the kubelet directory: launcher pods can be admitted with their tap device.
     cluster.wait_allocatable(TUN_RESOURCE, timeout=60)
+    # Each handler pod's init container probed QEMU as launchers will see it, and the handler hands the
+    # result to its launchers (the stand-in nodes run the launcher image's command from this host).
+    pods = get(cluster, "pods", "-l", "kubevirt.io=virt-handler") or {"items": []}
+    for pod in pods["items"]:
+        [probe] = pod["status"]["initContainerStatuses"]
+        assert probe["state"]["terminated"]["exitCode"] == 0, probe
+        root = cluster.config.node_root(pod["spec"]["nodeName"])
+        log = container_log(root, pod["metadata"]["uid"], "virt-handler")
+        assert "handing launchers the QEMU capabilities" in log, log[-2000:]
     # It acted as the elected leader: the Lease its replicas share names it (renewed, so not expired).
     lease = get(cluster, "lease", "virt-operator") or {}
     assert lease.get("spec", {}).get("holderIdentity"), lease

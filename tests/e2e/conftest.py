@@ -17,6 +17,7 @@ certificate signed by the CA the handlers trust, the handler's certificate check
 from __future__ import annotations
 
 import ssl
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -72,6 +73,9 @@ def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     client_context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     client_context.load_cert_chain(pki / "client.crt", pki / "client.key")
 
+    # What virt-handler's init container does in the DaemonSet: probe QEMU once for the node's launchers.
+    capabilities = cluster.state_dir / "qemu-capabilities"
+    subprocess.run([sys.executable, "-m", "virt_launcher.capabilities", str(capabilities)], check=True)
     kubeconfig = str(cluster.kubeconfig)
     running = Podvirt(cluster, Kube.connect(kubeconfig), {}, client_context, pki=pki)
     try:
@@ -105,6 +109,7 @@ def podvirt(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
                     f"--tls-cert={pki / 'handler.crt'}",
                     f"--tls-key={pki / 'handler.key'}",
                     f"--client-ca={pki / 'ca.crt'}",
+                    f"--qemu-capabilities-dir={capabilities}",
                     "--metrics-address=127.0.0.1:0",
                     "--log-format=text",
                 ],

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from e2e_env import Podvirt
 
+from devcluster.node.logs import container_log
 from podvirt_common.kube import VIRTUAL_MACHINE_INSTANCES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vm]
@@ -81,6 +82,11 @@ def test_vmi_runs_boots_serves_its_console_and_goes_away(
     pods = podvirt.launcher_pods(namespace)
     assert len(pods) == 1
     assert pods[0]["metadata"]["name"].startswith("virt-launcher-tiny-")
+    # The handler handed the launcher the node's QEMU capabilities: its libvirt did not probe QEMU.
+    launcher_log = container_log(
+        podvirt.cluster.config.node_root(node), pods[0]["metadata"]["uid"], pods[0]["spec"]["containers"][0]["name"]
+    )
+    assert "QEMU capabilities seeded from the node" in launcher_log, launcher_log[-2000:]
 
     # The guest really booted: its console (through the handler's mutual-TLS endpoint) shows the marker,
     # and a command typed into it runs in the guest.

@@ -32,12 +32,12 @@ def capabilities_cache() -> Iterator[Path]:
 
 
 @pytest.fixture
-def launcher(guest_image: Path, capabilities_cache: Path) -> Iterator[Callable[[], LauncherRun]]:
+def launcher(guest_image: Path, capabilities_cache: Path) -> Iterator[Callable[..., LauncherRun]]:
     """Makes launcher runs; each is torn down (and checked for surviving QEMUs) even when the test fails."""
     runs: list[LauncherRun] = []
 
-    def make() -> LauncherRun:
-        run = LauncherRun(guest_image, capabilities_cache)
+    def make(cache_dir: Path | None = None) -> LauncherRun:
+        run = LauncherRun(guest_image, cache_dir or capabilities_cache)
         runs.append(run)
         return run
 

@@ -166,10 +166,10 @@ class LauncherRun:
             time.sleep(0.05)
         raise AssertionError(f"command socket never appeared:\n{self.log}")
 
-    def sync(self, vmi: dict[str, Any]) -> dict[str, Any]:
+    def sync(self, vmi: dict[str, Any], qemu_capabilities: dict[str, str] | None = None) -> dict[str, Any]:
         meta = vmi.get("metadata", {})
         self.domain_name = f"{meta.get('namespace', 'default')}_{meta.get('name', 'vmi')}"
-        return self.client.sync(vmi)
+        return self.client.sync(vmi, qemu_capabilities=qemu_capabilities)
 
     @property
     def log(self) -> str:

@@ -41,7 +41,7 @@ class CommandAPI:
             ("GET", "/v1/guestinfo"): lambda r: Response(200, c.guest_info()),
             ("GET", "/v1/events"): self._events,
             ("GET", "/v1/console/log"): self._console_log,
-            ("POST", "/v1/sync"): lambda r: Response(200, c.sync(protocol.parse_sync(r.body))),
+            ("POST", "/v1/sync"): self._sync,
             ("POST", "/v1/shutdown"): lambda r: Response(202, c.shutdown(protocol.parse_shutdown(r.body or {}))),
         }
         for name, action in simple.items():
@@ -55,6 +55,10 @@ class CommandAPI:
             return Response(200, action())
 
         return route
+
+    def _sync(self, request: Request) -> Response:
+        vmi, capabilities = protocol.parse_sync(request.body)
+        return Response(200, self.controller.sync(vmi, capabilities))
 
     def _events(self, request: Request) -> Response:
         since = int(protocol.query_number(request.query, "since", 1, 0, 2**62))

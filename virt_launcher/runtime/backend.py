@@ -49,6 +49,10 @@ class Backend(Protocol):
     """embed, session or fake."""
 
     def set_event_handler(self, handler: EventHandler) -> None: ...
+    def seed_capabilities(self, files: dict[str, str]) -> None:
+        """QEMU capabilities cache files for libvirt (checked names and sizes); best effort."""
+        ...
+
     def define_and_start(self, xml: str, *, paused: bool) -> None: ...
     def status(self) -> DomainStatus | None: ...
     def shutdown(self) -> None: ...
@@ -83,6 +87,9 @@ class FakeBackend:
 
     def set_event_handler(self, handler: EventHandler) -> None:
         self._handler = handler
+
+    def seed_capabilities(self, files: dict[str, str]) -> None:
+        self.calls.append(f"seed_capabilities {','.join(sorted(files))}")
 
     def _emit(self, type_: str, reason: str, state: str, state_reason: str) -> None:
         with self._lock:

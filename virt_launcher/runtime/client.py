@@ -53,8 +53,13 @@ class LauncherClient:
     def ping(self) -> dict[str, Any]:
         return self.request("GET", "/v1/ping")
 
-    def sync(self, vmi: dict[str, Any], timeout: float = 180.0) -> dict[str, Any]:
-        return self.request("POST", "/v1/sync", {"vmi": vmi}, timeout=timeout)
+    def sync(
+        self, vmi: dict[str, Any], timeout: float = 180.0, qemu_capabilities: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"vmi": vmi}
+        if qemu_capabilities:
+            body["qemuCapabilities"] = qemu_capabilities
+        return self.request("POST", "/v1/sync", body, timeout=timeout)
 
     def shutdown(self, grace_seconds: int | None = None) -> dict[str, Any]:
         body = {} if grace_seconds is None else {"gracePeriodSeconds": grace_seconds}

@@ -97,7 +97,9 @@ class Controller:
 
     # --- sync ---------------------------------------------------------------------------------------------
 
-    def sync(self, vmi: dict[str, Any]) -> dict[str, Any]:
+    def sync(self, vmi: dict[str, Any], capabilities: dict[str, str] | None = None) -> dict[str, Any]:
+        """Prepares and starts the domain once (see ``protocol``); ``capabilities`` are QEMU capability
+        cache files for libvirt, handed to the backend before anything needs them."""
         digest = spec_digest(vmi)
         with self._sync_lock:
             with self._lock:
@@ -106,6 +108,8 @@ class Controller:
                         raise ProtocolError("Conflict", "the domain already runs another spec; changes need a new VMI")
                     return self.info()
                 self.phase = Phase.PREPARING
+            if capabilities:
+                self.backend.seed_capabilities(capabilities)
             try:
                 prepared = self.prepare(vmi)
             except LauncherError:

@@ -11,7 +11,7 @@ from typing import Any
 import libvirt
 
 from .backend import AgentUnavailableError, BackendError, BackendEvent, DomainStatus, EventHandler
-from .embed import prepare_root
+from .embed import prepare_root, seed_capabilities
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,16 @@ class LibvirtBackend:
 
     def set_event_handler(self, handler: EventHandler) -> None:
         self._handler = handler
+
+    def seed_capabilities(self, files: dict[str, str]) -> None:
+        if self.runtime != "embed":
+            return  # a session daemon keeps its cache in the user's home, filled by its own probe
+        try:
+            written = seed_capabilities(self.root, files)
+        except OSError as exc:
+            log.warning("QEMU capabilities not seeded (libvirt will probe QEMU itself): %s", exc)
+            return
+        log.info("QEMU capabilities seeded from the node: %s", ", ".join(written) or "libvirt had them already")
 
     def _ours(self, dom: libvirt.virDomain) -> bool:
         return self.dom is not None and dom.UUIDString() == self.dom.UUIDString()

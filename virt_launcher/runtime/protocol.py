@@ -1,7 +1,7 @@
 """The launcher command socket protocol, version 1: the node handler's only way into a launcher.
 
-Stdlib only, so the handler's client can share these definitions (see the report: this module is meant
-to move to ``podvirt_common``).
+Stdlib (and ``podvirt_common``) only, so the handler's client can share these definitions (see the
+report: this module is meant to move to ``podvirt_common``).
 
 Transport
     HTTP/1.1 over the unix socket ``<sockets-dir>/launcher.sock`` (mode 0660, owned by the launcher's
@@ -21,9 +21,11 @@ Unsupported (422), VolumeError (422), AgentUnavailable (503), Timeout (504), Int
 Endpoints (all under ``/v1``)
     GET  /v1/ping                 {"ok": true, "protocol": 1, "uri": "qemu:///embed?root=...",
                                   "runtime": "embed"|"session"|"fake", "domainType": "kvm"|"qemu", "pid": N}
-    POST /v1/sync                 {"vmi": {VirtualMachineInstance}} -> 200 DomainInfo
-                                  Creates and starts the domain once; repeating it with the same spec is a
-                                  no-op; a different spec after start is 409 Conflict.
+    POST /v1/sync                 {"vmi": {VirtualMachineInstance}, "qemuCapabilities": {name: XML}?}
+                                  -> 200 DomainInfo. Creates and starts the domain once; repeating it with
+                                  the same spec is a no-op; a different spec after start is 409 Conflict.
+                                  qemuCapabilities: the node's libvirt capabilities cache files (see
+                                  ``podvirt_common.qemucaps``), used when the domain is first defined.
     POST /v1/shutdown             {"gracePeriodSeconds": N?} -> 202 DomainInfo. ACPI power button now,
                                   destroy after N s (default: the VMI's terminationGracePeriodSeconds).
     POST /v1/kill                 {} -> 200 DomainInfo (destroyed now; the launcher exits "failed")
@@ -56,6 +58,8 @@ Notify socket (optional, ``--notify-socket``; served by the handler)
 from __future__ import annotations
 
 from typing import Any, Final
+
+from podvirt_common import qemucaps
 
 PROTOCOL_VERSION: Final = 1
 PREFIX: Final = "/v1"
@@ -134,12 +138,18 @@ def query_number(query: dict[str, str], key: str, default: float, lo: float, hi:
     return value
 
 
-def parse_sync(body: Any) -> dict[str, Any]:
-    """The VMI object of a sync request (its schema is checked by the preparation step)."""
-    vmi = expect_object(body, {"vmi"}).get("vmi")
+def parse_sync(body: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The VMI object of a sync request (its schema is checked by the preparation step) and the QEMU
+    capabilities files sent with it (empty when none)."""
+    request = expect_object(body, {"vmi", "qemuCapabilities"})
+    vmi = request.get("vmi")
     if not isinstance(vmi, dict) or not isinstance(vmi.get("spec"), dict):
         raise ProtocolError("BadRequest", "vmi must be a VirtualMachineInstance object with a spec", field="vmi")
-    return vmi
+    try:
+        capabilities = qemucaps.check(request.get("qemuCapabilities") or {})
+    except qemucaps.CapabilitiesError as exc:
+        raise ProtocolError("BadRequest", str(exc), field="qemuCapabilities") from None
+    return vmi, capabilities
 
 
 def parse_shutdown(body: Any) -> int | None:

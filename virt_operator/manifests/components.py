@@ -32,6 +32,9 @@ HANDLER_METRICS_PORT = 8080
 API_SERVICE_PORT = 443
 HANDLER_SERVER_CERTS = "/etc/podvirt/handler-server"
 HANDLER_CLIENT_CERTS = "/etc/podvirt/handler-client"
+QEMU_CAPABILITIES = "/var/run/podvirt/qemu-capabilities"
+#: KubeVirt's qemu user: launcher pods run as it, and so does the capabilities probe that serves them.
+LAUNCHER_UID = 107
 
 
 def _env(*names: tuple[str, str]) -> list[Obj]:
@@ -193,6 +196,7 @@ def virt_handler(config: InstallConfig) -> list[Obj]:
             f"--client-ca={server}/{CA_BUNDLE_KEY}",
             f"--metrics-address=0.0.0.0:{HANDLER_METRICS_PORT}",
             f"--kvm={'no' if config.use_emulation else 'yes'}",
+            f"--qemu-capabilities-dir={QEMU_CAPABILITIES}",
             "--log-format=json",
         ],
         env=_env(("NODE_NAME", "spec.nodeName")),
@@ -222,15 +226,18 @@ def virt_handler(config: InstallConfig) -> list[Obj]:
             # Same path inside as on the node: pod UIDs and socket paths mean the same to both.
             {"name": "kubelet", "mountPath": root, "mountPropagation": "HostToContainer"},
             {"name": "server-certs", "mountPath": server, "readOnly": True},
+            {"name": "qemu-capabilities", "mountPath": QEMU_CAPABILITIES, "readOnly": True},
         ],
     )
     spec = {
         # The launcher's pid, as the kernel reports it for its socket (SO_PEERCRED), names its network
         # namespace under /proc only in the host's PID namespace.
         "hostPID": True,
+        "initContainers": [qemu_capabilities_probe(config)],
         "containers": [main],
         "volumes": [
             {"name": "kubelet", "hostPath": {"path": root, "type": "Directory"}},
+            {"name": "qemu-capabilities", "emptyDir": {"sizeLimit": "8Mi"}},
             {"name": "server-certs", "secret": {"secretName": HANDLER_SERVER_SECRET, "defaultMode": 0o400}},
         ],
     }
@@ -247,6 +254,26 @@ def virt_handler(config: InstallConfig) -> list[Obj]:
         },
     )
     return [daemonset]
+
+
+def qemu_capabilities_probe(config: InstallConfig) -> Obj:
+    """The init container that probes the launcher image's QEMU once per handler pod, as launchers see
+    it, so that launchers need not (:mod:`podvirt_common.qemucaps`). libvirt records whether /dev/kvm
+    was usable: with KVM the probe is privileged (it sees the node's devices, as a launcher granted
+    ``devices.kubevirt.io/kvm`` does); under emulation it is as confined as a launcher."""
+    if config.use_emulation:
+        security: Obj = {**restricted_container(), "runAsNonRoot": True}
+    else:
+        security = {"privileged": True}
+    return {
+        "name": "qemu-capabilities",
+        "image": config.image("virt-launcher"),
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["virt-launcher-capabilities", QEMU_CAPABILITIES],
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+        "securityContext": {**security, "runAsUser": LAUNCHER_UID, "runAsGroup": LAUNCHER_UID},
+        "volumeMounts": [{"name": "qemu-capabilities", "mountPath": QEMU_CAPABILITIES}],
+    }
 
 
 def _deployment(config: InstallConfig, component: str, replicas: int, pod: Obj) -> Obj:

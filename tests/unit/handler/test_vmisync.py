@@ -37,6 +37,7 @@ class Launcher:
         self.clock = clock
         self.release = threading.Event()
         self.syncs = 0
+        self.capabilities: list[dict[str, str] | None] = []
         self.running = False
         self.refusal: LauncherError | None = None
 
@@ -48,8 +49,9 @@ class Launcher:
             return DomainInfo("Running", Domain(DomainState.RUNNING, "Booted"), None, {})
         return DomainInfo("WaitingForSpec", None, None, {})
 
-    def sync(self, vmi: dict[str, Any]) -> DomainInfo:
+    def sync(self, vmi: dict[str, Any], qemu_capabilities: dict[str, str] | None = None) -> DomainInfo:
         self.syncs += 1
+        self.capabilities.append(qemu_capabilities)
         assert self.release.wait(5)
         self.clock.now += QEMU_START
         if self.refusal is not None:
@@ -133,6 +135,16 @@ def test_the_worker_does_not_wait_for_the_launcher_to_start_the_domain(
 
     finish_handover(sync, launcher, woken)
     assert woken.keys == [KEY]
+
+
+def test_the_nodes_qemu_capabilities_go_with_the_spec(
+    world: tuple[VMISync, Launcher, FakeKube, Woken, Clock],
+) -> None:
+    sync, launcher, _, woken, _ = world
+    sync.qemu_capabilities = {"e" * 64 + ".xml": "<qemuCaps/>"}
+    sync.sync(KEY, scheduled_vmi(), [running_pod()])
+    finish_handover(sync, launcher, woken)
+    assert launcher.capabilities == [{"e" * 64 + ".xml": "<qemuCaps/>"}]
 
 
 def test_running_is_stamped_when_the_launcher_started_the_domain_not_when_the_sync_began(

@@ -94,6 +94,18 @@ def test_spec_errors_carry_reason_and_field(served: tuple[LauncherClient, Contro
     assert (exc.value.status, exc.value.reason, exc.value.field) == (422, "InvalidSpec", "spec.bad")
 
 
+def test_capabilities_with_the_spec_are_checked_before_anything_happens(
+    served: tuple[LauncherClient, Controller, Path],
+) -> None:
+    client, controller, _ = served
+    vmi = {"metadata": {"name": "a", "namespace": "ns"}, "spec": {"domain": {"devices": {}}}}
+    for bad in ({"../../x.xml": "<a/>"}, ["<a/>"], {"f" * 64 + ".xml": 7}):
+        with pytest.raises(LauncherClientError) as exc:
+            client.request("POST", "/v1/sync", {"vmi": vmi, "qemuCapabilities": bad})
+        assert (exc.value.status, exc.value.field) == (400, "qemuCapabilities")
+    assert controller.info()["phase"] == "WaitingForSpec"
+
+
 def test_shutdown_validates_its_grace_period(served: tuple[LauncherClient, Controller, Path]) -> None:
     client, _, _ = served
     for bad in ({"gracePeriodSeconds": -1}, {"gracePeriodSeconds": "5"}, {"grace": 5}, [1]):

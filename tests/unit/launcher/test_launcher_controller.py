@@ -50,6 +50,15 @@ def test_sync_starts_the_domain_once_and_repeats_are_no_ops() -> None:
     assert backend.calls.count("define_and_start") == 1
 
 
+def test_capabilities_sent_with_the_spec_reach_the_backend_before_the_domain_is_defined() -> None:
+    controller, backend, _ = make()
+    name = "f" * 64 + ".xml"
+    controller.sync(VMI, {name: "<qemuCaps/>"})
+    controller.sync(VMI, {name: "<qemuCaps/>"})  # a repeat after the start: nothing more to seed
+    assert backend.calls[:2] == [f"seed_capabilities {name}", "define_and_start"]
+    assert backend.calls.count(f"seed_capabilities {name}") == 1
+
+
 def test_sync_with_another_spec_after_start_is_a_conflict() -> None:
     controller, _, _ = make()
     controller.sync(VMI)

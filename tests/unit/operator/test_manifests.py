@@ -208,6 +208,30 @@ def test_the_handler_certificates_are_mounted_where_the_flags_point() -> None:
     assert f"--client-ca={path}/ca.crt" in container(handler)["args"]
 
 
+def test_the_handler_reads_the_qemu_capabilities_its_init_container_probed_with_the_launcher_image() -> None:
+    for emulation in (True, False):
+        config = InstallConfig(use_emulation=emulation)
+        handler = find(components(config), "DaemonSet", "virt-handler", config.namespace)
+        pod = handler["spec"]["template"]["spec"]
+        [probe] = pod["initContainers"]
+        assert probe["image"] == config.image("virt-launcher")
+        assert probe["command"][0] == "virt-launcher-capabilities"
+        [written] = probe["volumeMounts"]
+        [read] = [m for m in container(handler)["volumeMounts"] if m["name"] == written["name"]]
+        assert read["readOnly"] is True and "readOnly" not in written
+        assert probe["command"][1] == written["mountPath"]
+        args = handler_main._parser().parse_args(container(handler)["args"])
+        assert str(args.qemu_capabilities_dir) == read["mountPath"]
+        assert {"name": written["name"], "emptyDir": {"sizeLimit": "8Mi"}} in pod["volumes"]
+        security = probe["securityContext"]
+        assert security["runAsUser"] == 107, "as the launchers run"
+        # libvirt records whether /dev/kvm was usable: the probe sees what launchers see.
+        if emulation:
+            assert security["capabilities"] == {"drop": ["ALL"]} and security["allowPrivilegeEscalation"] is False
+        else:
+            assert security["privileged"] is True
+
+
 def test_the_handler_sees_the_kubelet_directory_at_the_same_path() -> None:
     config = InstallConfig(kubelet_root="/srv/kubelet")
     handler = find(components(config), "DaemonSet", "virt-handler", config.namespace)
