@@ -2,8 +2,9 @@
 
 At every scrape the handler asks each running VMI's launcher for its domain statistics (``GET
 /v1/stats``: libvirt's ``virDomainListGetStats``, normalised by the launcher) — in parallel, each with a
-timeout (10 s: libvirt's first statistics call on a domain takes seconds under TCG, later ones
-milliseconds), so one stuck launcher costs a scrape at most that long and shows as a missing VMI, not
+timeout (10 s; a call takes milliseconds, the first one seconds when the launcher was not handed the
+node's QEMU capabilities: libvirt then probes every QEMU binary for the host's capabilities), so one
+stuck launcher costs a scrape at most that long and shows as a missing VMI, not
 a failed scrape. :func:`families` turns the answers into metric families; it is pure. Every sample is
 labelled ``node``, ``namespace`` and ``name`` (the VMI), as KubeVirt labels them; the launcher's
 numbers are only ever values, never labels it could choose freely beyond the device names libvirt

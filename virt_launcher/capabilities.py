@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def probe(root: Path, arch: str) -> dict[str, str]:
-    """libvirt's capabilities files for ``arch``'s default QEMU binary, probed in a fresh embedded root."""
+    """libvirt's capabilities files for ``arch``'s default QEMU binary and every other QEMU binary
+    installed, probed in a fresh embedded root."""
     import libvirt  # noqa: PLC0415 - after the privilege drop
 
     from virt_launcher.runtime.embed import CAPS_SUBDIR, prepare_root  # noqa: PLC0415
@@ -50,6 +51,9 @@ def probe(root: Path, arch: str) -> dict[str, str]:
     conn = libvirt.open(f"qemu:///embed?root={root}")
     try:
         conn.getDomainCapabilities(None, arch, None, "qemu", 0)
+        # The host's capabilities probe every QEMU binary there is (qemu-system-i386 beside x86_64): a
+        # launcher's libvirt builds them on its first CPU statistics, seconds without these files.
+        conn.getCapabilities()
     finally:
         conn.close()
     return qemucaps.read_dir(root / CAPS_SUBDIR)
