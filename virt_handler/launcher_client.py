@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -75,6 +76,17 @@ class DomainInfo:
     domain: Domain | None
     exit_code: int | None
     raw: dict[str, Any]
+
+
+def encode_capabilities(files: dict[str, str]) -> bytes:
+    """The node's QEMU capabilities files as the JSON value of a sync request's ``qemuCapabilities``."""
+    return json.dumps(files, separators=(",", ":")).encode() if files else b""
+
+
+def _domain_info(answer: Any) -> DomainInfo:
+    if not isinstance(answer, dict):
+        raise LauncherError("launcher DomainInfo is not an object")
+    return parse_domain_info(answer)
 
 
 def parse_domain_info(body: dict[str, Any]) -> DomainInfo:
@@ -150,15 +162,29 @@ class LauncherClient:
     def connect_vnc(self) -> socket.socket:
         return self._connect(VNC_SOCKET)
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        *,
+        parts: Sequence[bytes] | None = None,
+    ) -> Any:
+        """One request; the JSON body is ``body``, or ``parts`` already encoded and sent one after the
+        other (a large piece shared by many requests, such as the node's QEMU capabilities, is then
+        never copied per request)."""
         deadline = time.monotonic() + (timeout or self.timeout)
-        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        if parts is None:
+            parts = () if body is None else (json.dumps(body, separators=(",", ":")).encode(),)
         head = f"{method} {path} HTTP/1.1\r\nHost: launcher\r\nConnection: close\r\n"
-        if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        if parts:
+            head += f"Content-Type: application/json\r\nContent-Length: {sum(len(p) for p in parts)}\r\n"
         sock = self._connect(COMMAND_SOCKET)
         try:
-            sock.sendall(head.encode() + b"\r\n" + data)
+            sock.sendall(head.encode() + b"\r\n")
+            for part in parts:
+                sock.sendall(part)
             status, _, payload = _read_response(sock, deadline)
         except OSError as exc:
             raise LauncherUnreachableError(f"launcher connection failed: {exc}") from exc
@@ -181,22 +207,20 @@ class LauncherClient:
             raise LauncherError(f"launcher speaks an unknown protocol: {str(answer)[:120]}")
         return answer
 
-    def _domain(
-        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
-    ) -> DomainInfo:
-        answer = self.request(method, path, body, timeout=timeout)
-        if not isinstance(answer, dict):
-            raise LauncherError("launcher DomainInfo is not an object")
-        return parse_domain_info(answer)
+    def _domain(self, method: str, path: str, body: dict[str, Any] | None = None) -> DomainInfo:
+        return _domain_info(self.request(method, path, body))
 
     def domain(self) -> DomainInfo:
         return self._domain("GET", "/v1/domain")
 
-    def sync(self, vmi: dict[str, Any], qemu_capabilities: dict[str, str] | None = None) -> DomainInfo:
-        body: dict[str, Any] = {"vmi": vmi}
+    def sync(self, vmi: dict[str, Any], qemu_capabilities: bytes = b"") -> DomainInfo:
+        """Hands the launcher its spec; ``qemu_capabilities`` is the node's capabilities object as
+        encoded JSON (:func:`encode_capabilities`, once per handler), or empty for none."""
+        vmi_json = json.dumps({"vmi": vmi}, separators=(",", ":")).encode()
+        parts = [vmi_json]
         if qemu_capabilities:
-            body["qemuCapabilities"] = qemu_capabilities
-        return self._domain("POST", "/v1/sync", body, timeout=SYNC_TIMEOUT)
+            parts = [vmi_json[:-1], b',"qemuCapabilities":', qemu_capabilities, b"}"]
+        return _domain_info(self.request("POST", "/v1/sync", timeout=SYNC_TIMEOUT, parts=parts))
 
     def shutdown(self, grace_seconds: int | None) -> DomainInfo:
         body = {} if grace_seconds is None else {"gracePeriodSeconds": grace_seconds}

@@ -37,6 +37,7 @@ from virt_handler.launcher_client import (
     LauncherError,
     LauncherTarget,
     LauncherUnreachableError,
+    encode_capabilities,
 )
 from virt_handler.vmistatus import FINAL_PHASES, DomainState, Observation, status_patch
 
@@ -184,8 +185,8 @@ class VMISync:
         self.dhcp = dhcp
         self.enqueue = enqueue
         self.clock = clock
-        #: Sent with every spec hand-over (see :mod:`podvirt_common.qemucaps`).
-        self.qemu_capabilities = qemu_capabilities or {}
+        #: Sent with every spec hand-over (see :mod:`podvirt_common.qemucaps`), encoded once.
+        self.qemu_capabilities = encode_capabilities(qemu_capabilities or {})
         self.memory: dict[str, VMIMemory] = {}
 
     def target(self, vmi: Obj, pod: Obj) -> LauncherTarget:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -11,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from virt_handler.launcher_client import LauncherClient, LauncherError, LauncherTarget, LauncherUnreachableError
+from virt_handler.launcher_client import (
+    LauncherClient,
+    LauncherError,
+    LauncherTarget,
+    LauncherUnreachableError,
+    encode_capabilities,
+)
 from virt_handler.vmistatus import DomainState
+from virt_launcher.runtime.protocol import parse_sync
 
 pytestmark = pytest.mark.unit
 
@@ -25,6 +33,19 @@ def http(status: int, body: bytes) -> bytes:
 def sockets_root(tmp_path: Path) -> Path:
     (tmp_path / "sockets").mkdir()
     return tmp_path
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """One request, whole: the head, then as many body bytes as it announces (they may come in pieces)."""
+    conn.settimeout(2)
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+        data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    length = next((int(h.split(":", 1)[1]) for h in head.split("\r\n") if h.lower().startswith("content-length:")), 0)
+    while len(data) < len(head) + 4 + length and (chunk := conn.recv(65536)):
+        data += chunk
+    return data
 
 
 def serve(root: Path, respond: Callable[[bytes], bytes | None]) -> Iterator[list[bytes]]:
@@ -42,7 +63,7 @@ def serve(root: Path, respond: Callable[[bytes], bytes | None]) -> Iterator[list
             except TimeoutError:
                 continue
             with conn:
-                request = conn.recv(65536)
+                request = read_request(conn)
                 seen.append(request)
                 answer = respond(request)
                 if answer is not None:
@@ -87,6 +108,17 @@ def test_sync_sends_the_vmi(sockets_root: Path) -> None:
         LauncherClient(target(sockets_root)).sync({"metadata": {"name": "vm1"}, "spec": {}})
         assert seen[0].startswith(b"POST /v1/sync HTTP/1.1\r\n")
         assert seen[0].endswith(b'{"vmi":{"metadata":{"name":"vm1"},"spec":{}}}')
+
+
+def test_sync_sends_the_nodes_capabilities_in_the_launchers_format(sockets_root: Path) -> None:
+    files = {"a" * 64 + ".xml": '<qemuCaps>\n  <emulator path="/usr/bin/qemu-system-x86_64"/>\n</qemuCaps>'}
+    vmi = {"metadata": {"name": "vm1"}, "spec": {"domain": {}}}
+    for seen in serve(sockets_root, lambda _: http(200, b'{"phase":"Preparing"}')):
+        LauncherClient(target(sockets_root)).sync(vmi, encode_capabilities(files))
+        head, body = seen[0].split(b"\r\n\r\n", 1)
+        assert f"Content-Length: {len(body)}".encode() in head
+        # What the launcher makes of it (its own parser, virt_launcher.runtime.protocol).
+        assert parse_sync(json.loads(body)) == (vmi, files)
 
 
 def test_launcher_errors_carry_reason_and_status(sockets_root: Path) -> None:

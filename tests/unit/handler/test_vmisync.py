@@ -3,6 +3,7 @@ spec is handed over without holding the worker, and Running is stamped when the 
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from virt_handler import vmisync
-from virt_handler.launcher_client import DomainInfo, LauncherError, LauncherTarget
+from virt_handler.launcher_client import DomainInfo, LauncherError, LauncherTarget, encode_capabilities
 from virt_handler.vmistatus import Domain, DomainState
 from virt_handler.vmisync import HANDOVER_RETRY, STARTUP_WINDOW, VMISync, next_look
 
@@ -37,7 +38,7 @@ class Launcher:
         self.clock = clock
         self.release = threading.Event()
         self.syncs = 0
-        self.capabilities: list[dict[str, str] | None] = []
+        self.capabilities: list[bytes] = []
         self.running = False
         self.refusal: LauncherError | None = None
 
@@ -49,7 +50,7 @@ class Launcher:
             return DomainInfo("Running", Domain(DomainState.RUNNING, "Booted"), None, {})
         return DomainInfo("WaitingForSpec", None, None, {})
 
-    def sync(self, vmi: dict[str, Any], qemu_capabilities: dict[str, str] | None = None) -> DomainInfo:
+    def sync(self, vmi: dict[str, Any], qemu_capabilities: bytes = b"") -> DomainInfo:
         self.syncs += 1
         self.capabilities.append(qemu_capabilities)
         assert self.release.wait(5)
@@ -141,10 +142,10 @@ def test_the_nodes_qemu_capabilities_go_with_the_spec(
     world: tuple[VMISync, Launcher, FakeKube, Woken, Clock],
 ) -> None:
     sync, launcher, _, woken, _ = world
-    sync.qemu_capabilities = {"e" * 64 + ".xml": "<qemuCaps/>"}
+    sync.qemu_capabilities = encode_capabilities({"e" * 64 + ".xml": "<qemuCaps/>"})
     sync.sync(KEY, scheduled_vmi(), [running_pod()])
     finish_handover(sync, launcher, woken)
-    assert launcher.capabilities == [{"e" * 64 + ".xml": "<qemuCaps/>"}]
+    assert [json.loads(c) for c in launcher.capabilities] == [{"e" * 64 + ".xml": "<qemuCaps/>"}]
 
 
 def test_running_is_stamped_when_the_launcher_started_the_domain_not_when_the_sync_began(
