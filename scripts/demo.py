@@ -157,8 +157,9 @@ def cmd_up() -> int:
     kubectl(cfg, "apply", "-f", "-", input=vm_yaml)
 
     def phase() -> str:
-        vmi = json.loads(kubectl(cfg, "get", "vmi", "demo", "-o", "json"))
-        return str((vmi.get("status") or {}).get("phase", ""))
+        # On a kept cluster the VM may wait out a start back-off before its VMI exists again.
+        found = json.loads(kubectl(cfg, "get", "vmi", "--field-selector=metadata.name=demo", "-o", "json"))["items"]
+        return str((found[0].get("status") or {}).get("phase", "")) if found else "(no VMI yet)"
 
     wait_for("the demo VM to reach Running", lambda: phase() == "Running", 300, progress=lambda: f"VMI phase {phase()}")
     print(kubectl(cfg, "get", "vm,vmi", "-o", "wide"))
