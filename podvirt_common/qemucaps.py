@@ -33,8 +33,10 @@ class CapabilitiesError(ValueError):
     """A capabilities set or file that breaks the rules above; the message names the entry."""
 
 
-def check(files: object, where: str = "qemuCapabilities") -> dict[str, str]:
-    """``files`` as a {file name: XML text} dict, or :class:`CapabilitiesError` naming what is wrong."""
+def check(files: object) -> dict[str, str]:
+    """``files`` (a sync request's ``qemuCapabilities``) as a {file name: XML text} dict, or
+    :class:`CapabilitiesError` naming what is wrong."""
+    where = "qemuCapabilities"
     if not isinstance(files, dict):
         raise CapabilitiesError(f"{where} must be an object of file name to XML text")
     if len(files) > MAX_FILES:

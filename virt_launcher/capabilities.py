@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from podvirt_common import qemucaps
-from virt_launcher.cli import DEFAULT_USER, drop_privileges
+from virt_launcher.cli import DEFAULT_USER, drop_privileges, use_home
 from virt_launcher.layout import MAX_UNIX_SOCKET_PATH
 
 #: libvirt's name for an architecture, by ``platform.machine()``.
@@ -44,10 +44,10 @@ def probe(root: Path, arch: str) -> dict[str, str]:
     import libvirt  # noqa: PLC0415 - after the privilege drop
 
     from virt_launcher.runtime.embed import CAPS_SUBDIR, prepare_root  # noqa: PLC0415
+    from virt_launcher.runtime.libvirt_backend import start_event_loop  # noqa: PLC0415
 
     prepare_root(root, None)
-    libvirt.virEventRegisterDefaultImpl()
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    start_event_loop()
     conn = libvirt.open(f"qemu:///embed?root={root}")
     try:
         conn.getDomainCapabilities(None, arch, None, "qemu", 0)
@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if os.geteuid() == 0:
             drop_privileges(args.user, [directory])
-        home = str(root / "home")
-        os.environ.update(HOME=home, XDG_CACHE_HOME=f"{home}/.cache", XDG_CONFIG_HOME=f"{home}/.config")
-        os.environ.setdefault("XDG_RUNTIME_DIR", f"{home}/.run")
+        use_home(root / "home")
         try:
             files = probe(root, args.arch)
         except Exception as exc:  # libvirt's errors are reported, not traced

@@ -82,6 +82,12 @@ def drop_privileges(user: str, dirs: list[Path]) -> None:
     os.setuid(uid)
 
 
+def use_home(home: Path) -> None:
+    """libvirt and QEMU keep per-user state under $HOME and the XDG dirs: keep it all under ``home``."""
+    os.environ.update(HOME=str(home), XDG_CACHE_HOME=f"{home}/.cache", XDG_CONFIG_HOME=f"{home}/.config")
+    os.environ.setdefault("XDG_RUNTIME_DIR", f"{home}/.run")
+
+
 def exit_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -103,10 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() == 0:
         drop_privileges(args.user, [layout.sockets_dir, layout.private_dir])
     os.umask(0o007)
-    # libvirt and QEMU keep per-user state under $HOME and the XDG dirs: keep it all in the private dir.
-    home = str(layout.home_dir)
-    os.environ.update(HOME=home, XDG_CACHE_HOME=f"{home}/.cache", XDG_CONFIG_HOME=f"{home}/.config")
-    os.environ.setdefault("XDG_RUNTIME_DIR", f"{home}/.run")
+    use_home(layout.home_dir)
     exit_with_parent()
     vmi = load_vmi(Path(args.vmi)) if args.vmi else None
 

@@ -197,6 +197,12 @@ def test_port_forward_stdio_is_a_byte_pipe(streams: tuple[FakeStreams, dict[str,
     ]
 
 
+def _forward_8080(env: dict[str, str], **popen: Any) -> subprocess.Popen[bytes]:
+    """``virtctl port-forward vm/vm1 :8080`` in a process of its own, output piped."""
+    argv = [sys.executable, "-m", "virtctl", "port-forward", "vm/vm1", ":8080"]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **popen)
+
+
 def _read_line(process: subprocess.Popen[bytes], timeout: float = 20) -> str:
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
@@ -216,13 +222,7 @@ def test_sigint_stops_a_port_forward_started_with_sigint_ignored(streams: tuple[
     # on `kill -INT`, and so does this one.
     fake, env = streams
     fake.objects[f"{KV}/namespaces/testns/virtualmachineinstances/vm1"] = RUNNING
-    process = subprocess.Popen(
-        [sys.executable, "-m", "virtctl", "port-forward", "vm/vm1", ":8080"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
-    )
+    process = _forward_8080(env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         assert _read_line(process).startswith("Forwarding from 127.0.0.1:")
         process.send_signal(signal.SIGINT)
@@ -237,12 +237,7 @@ def test_port_forward_tcp_one_stream_per_connection(streams: tuple[FakeStreams, 
     fake, env = streams
     fake.handler = echo_upper
     fake.objects[f"{KV}/namespaces/testns/virtualmachineinstances/vm1"] = RUNNING
-    process = subprocess.Popen(
-        [sys.executable, "-m", "virtctl", "port-forward", "vm/vm1", ":8080"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    process = _forward_8080(env)
     try:
         line = _read_line(process)
         assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith("-> 8080")
